@@ -1,0 +1,103 @@
+"""One iteration's feedback data: prompts → samples → claims → questions → verdicts → pairs.
+
+    python flows/generate.py                                   # shapes world, iteration 1
+    python flows/generate.py --config configs/llava15-7b.yaml prompts.per_iteration=200
+    python flows/generate.py --iteration 2 pairs.builder=paper
+
+Prints the pairs artifact and the stage counts. Every stage is a cached Prefect task; sampling and
+labeling run in shards of `sampling.shard_size` prompts on the flow's task runner.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from prefect import flow
+from pydantic import BaseModel
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `python flows/generate.py` from a checkout
+
+from rlaifv_core.config import RunConfig  # noqa: E402
+from rlaifv_core.roles import model_fingerprint  # noqa: E402
+from rlaifv_core.store import ArtifactRef  # noqa: E402
+from tasks.claims import split_and_rewrite  # noqa: E402
+from tasks.common import local_checkpoint, result_storage_for  # noqa: E402
+from tasks.judge import judge_shard  # noqa: E402
+from tasks.pairs import assemble_pairs  # noqa: E402
+from tasks.prompts import make_prompts  # noqa: E402
+from tasks.sample import sample_shard  # noqa: E402
+from tasks.tables import merge_tables  # noqa: E402
+
+
+class GenerateResult(BaseModel):
+    prompts: ArtifactRef
+    candidates: ArtifactRef
+    claims: ArtifactRef
+    verdicts: ArtifactRef
+    pairs: ArtifactRef
+    counts: dict
+
+
+def shards(total: int, size: int) -> list[tuple[int, int]]:
+    return [(start, min(start + size, total)) for start in range(0, total, max(size, 1))] or [(0, 0)]
+
+
+def _with_storage(task, config: RunConfig, retries: bool = False):
+    options = {"result_storage": result_storage_for(config.store)}
+    if retries:
+        options |= {"retries": config.iteration.retries, "retry_delay_seconds": config.iteration.retry_delay_s}
+    return task.with_options(**options)
+
+
+@flow(name="generate", log_prints=True)
+def generate(config: RunConfig = RunConfig(), iteration: int = 1, policy_checkpoint: ArtifactRef | None = None) -> GenerateResult:
+    """Feedback data for one iteration with the given policy (default: the configured policy)."""
+    folder = f"iter-{iteration}"
+    prompts_ref, prompt_counts = _with_storage(make_prompts, config)(config.prompts, iteration, config.iteration.seed,
+                                                                     config.store)
+    policy_fp = model_fingerprint(config.models.policy, local_checkpoint(config.store, policy_checkpoint))
+    labeler_fp = model_fingerprint(config.models.labeler)
+    parts = shards(prompts_ref.rows or 0, config.sampling.shard_size)
+
+    sampler = _with_storage(sample_shard, config, retries=True)
+    sampled = [sampler.submit(prompts_ref, part, config.models.policy, policy_checkpoint, policy_fp, config.sampling,
+                              config.store, f"{folder}/shards/candidates-{i:04d}.parquet")
+               for i, part in enumerate(parts)]
+    candidates_ref = _with_storage(merge_tables, config)([s.result() for s in sampled], "candidates", config.store,
+                                                         f"{folder}/candidates.parquet")
+
+    claims_ref, claim_counts = _with_storage(split_and_rewrite, config, retries=True)(
+        candidates_ref, prompts_ref, config.models, config.claims,
+        model_fingerprint(config.models.splitter), model_fingerprint(config.models.rewriter), config.store,
+        f"{folder}/claims.parquet")
+
+    judge = _with_storage(judge_shard, config, retries=True)
+    judged = [judge.submit(prompts_ref, claims_ref, part, config.models.labeler, labeler_fp, config.judge, config.store,
+                           f"{folder}/shards/verdicts-{i:04d}.parquet")
+              for i, part in enumerate(parts)]
+    verdicts_ref = _with_storage(merge_tables, config)([j.result() for j in judged], "verdicts", config.store,
+                                                       f"{folder}/verdicts.parquet")
+
+    pairs_ref, pair_counts = _with_storage(assemble_pairs, config)(
+        prompts_ref, candidates_ref, claims_ref, verdicts_ref, config.pairs, policy_fp, labeler_fp, config.store,
+        f"{folder}/pairs.parquet")
+    counts = {"prompts": prompt_counts, "claims": claim_counts, "pairs": pair_counts}
+    print(f"pairs: {pairs_ref.rows} → {pairs_ref.uri}")
+    return GenerateResult(prompts=prompts_ref, candidates=candidates_ref, claims=claims_ref, verdicts=verdicts_ref,
+                          pairs=pairs_ref, counts=counts)
+
+
+def main(argv: list[str] | None = None) -> GenerateResult:
+    from flows.cli import parse_config
+
+    config, args = parse_config(__doc__.splitlines()[0], argv,
+                                extra=lambda p: p.add_argument("--iteration", type=int, default=1))
+    result = generate(config, iteration=args.iteration)
+    for stage, counts in result.counts.items():
+        print(f"{stage:>8}: " + ", ".join(f"{k}={v}" for k, v in counts.items() if k != "examples"))
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,465 @@
+"""In-process transformers backend: any vision-language model (and text models for text roles).
+
+    from rlaifv_core.backends.hf import HFBackend
+    model = HFBackend.from_spec(ModelSpec(name_or_path="llava-hf/llava-1.5-7b-hf"))
+    model.generate([VisualPrompt(img, "Describe the image.")], GenerationSettings(n=4, seed=0))
+    model.yes_no(img, ["Is there a dog?", "Is there a cat?"])
+
+Sampling is reproducible *per sample*: sample j of a prompt is drawn with Gumbel noise derived
+from (prompt seed, j, step), so it does not depend on batch composition or sharding. The prompt
+(image included) is encoded once and its key/value cache is shared by the n samples; yes/no
+scoring likewise encodes the image prefix once per image and scores all of its questions on top.
+Architectures whose positions are not plain 1-D (Qwen2-VL's M-RoPE) fall back to ordinary
+batched forwards/`generate`, with the same seeds and the same answers up to float rounding.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from PIL import Image
+
+from .base import Backend, ChatReply, GenerationSettings, VisualPrompt, YesNo
+
+log = logging.getLogger(__name__)
+
+YES_WORDS = ("yes", "Yes")
+NO_WORDS = ("no", "No")
+#: model types whose rotary positions depend on the image grid: no shared-prefix fast path
+_MROPE_TYPES = {"qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe", "glm4v"}
+
+
+def pick_device(requested: str = "auto") -> torch.device:
+    if requested != "auto":
+        return torch.device(requested)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def pick_dtype(requested: str, device: torch.device) -> torch.dtype:
+    if requested != "auto":
+        return getattr(torch, requested)
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float32
+
+
+def folder_fingerprint(path: Path) -> str:
+    """Identity of a local model folder: its store manifest if present, else names+sizes+mtimes."""
+    manifest = path / "_manifest.json"
+    if manifest.exists():
+        return hashlib.sha256(manifest.read_bytes()).hexdigest()[:16]
+    digest = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        stat = file.stat()
+        digest.update(f"{file.relative_to(path)}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    return digest.hexdigest()[:16]
+
+
+def mix_seed(*parts: int) -> int:
+    """Deterministic 63-bit seed from integers (splitmix-style)."""
+    digest = hashlib.blake2b(",".join(str(int(p)) for p in parts).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & ((1 << 63) - 1)
+
+
+_M1 = torch.tensor(0x9E3779B97F4A7C15 - (1 << 64), dtype=torch.long)
+_M2 = torch.tensor(0xBF58476D1CE4E5B9 - (1 << 64), dtype=torch.long)
+_M3 = torch.tensor(0x94D049BB133111EB - (1 << 64), dtype=torch.long)
+
+
+def _uniform_noise(row_seeds: torch.Tensor, step: int, vocab: int, device) -> torch.Tensor:
+    """Counter-based uniforms in (0, 1): one per (row seed, step, token), batch-independent."""
+    x = row_seeds.to(device)[:, None] * _M1 + (step + 1) * _M2 + torch.arange(vocab, device=device)[None, :] * _M3
+    x = x ^ ((x >> 30) & ((1 << 34) - 1))
+    x = x * _M2
+    x = x ^ ((x >> 27) & ((1 << 37) - 1))
+    x = x * _M3
+    x = x ^ ((x >> 31) & ((1 << 33) - 1))
+    return (((x >> 11) & ((1 << 53) - 1)).double() + 0.5) / float(1 << 53)
+
+
+def filter_logits(logits: torch.Tensor, temperature: float, top_k: int | None, top_p: float) -> torch.Tensor:
+    """Temperature, top-k and nucleus filtering as transformers' warpers apply them."""
+    logits = logits.float() / temperature
+    if top_k is not None and 0 < top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[..., -1, None]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, descending=False, dim=-1)
+        cumulative = sorted_logits.softmax(-1).cumsum(-1)
+        remove_sorted = cumulative <= (1 - top_p)
+        remove_sorted[..., -1:] = False
+        remove = remove_sorted.scatter(-1, order, remove_sorted)
+        logits = logits.masked_fill(remove, float("-inf"))
+    return logits
+
+
+def sample_tokens(logits: torch.Tensor, settings: GenerationSettings, row_seeds: torch.Tensor, step: int) -> torch.Tensor:
+    """Gumbel-max sampling with per-row deterministic noise; argmax when temperature is 0."""
+    if settings.greedy:
+        return logits.argmax(-1)
+    filtered = filter_logits(logits, settings.temperature, settings.top_k, settings.top_p)
+    gumbel = -torch.log(-torch.log(_uniform_noise(row_seeds, step, logits.shape[-1], logits.device)))
+    return (filtered.double() + gumbel).argmax(-1)
+
+
+class HFBackend(Backend):
+    """A transformers model (vision-language or text-only) in this process."""
+
+    def __init__(self, model, processor, *, name: str, fingerprint: str, is_vlm: bool, batch_size: int = 16):
+        self.model = model.eval()
+        self.processor = processor
+        self.tokenizer = getattr(processor, "tokenizer", processor)
+        self.is_vlm = is_vlm
+        self.batch_size = batch_size
+        self.name = name
+        self.fingerprint = fingerprint
+        self.identity = {"backend": "hf", "model": name, "served_model": name, "fingerprint": fingerprint}
+        self.device = next(model.parameters()).device
+        model_type = getattr(model.config, "model_type", "")
+        self.shared_prefix = model_type not in _MROPE_TYPES
+        self._cache_kwarg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+        self._yes_ids = self._word_ids(YES_WORDS)
+        self._no_ids = self._word_ids(NO_WORDS)
+
+    # -- loading --------------------------------------------------------------------------------
+    @classmethod
+    def from_spec(cls, spec, path: str | os.PathLike | None = None) -> "HFBackend":
+        """Load `spec.name_or_path` (or an explicit local `path`). Safetensors only."""
+        from transformers import (AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText,
+                                  AutoProcessor, AutoTokenizer)
+        from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
+
+        source = str(path or resolve_model_path(spec.name_or_path))
+        local = Path(source)
+        if local.is_dir():
+            weights = list(local.glob("*.safetensors"))
+            pickles = list(local.glob("*.bin")) + list(local.glob("*.pt")) + list(local.glob("*.pth"))
+            if not weights and pickles:
+                raise ValueError(
+                    f"{source}: only pickle weights ({pickles[0].name}); this project loads safetensors "
+                    "only. Convert them once with `save_pretrained(..., safe_serialization=True)`."
+                )
+        device = pick_device(spec.device)
+        dtype = pick_dtype(spec.dtype, device)
+        common = dict(revision=spec.revision, trust_remote_code=spec.trust_remote_code)
+        config = AutoConfig.from_pretrained(source, **common)
+        is_vlm = config.model_type in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
+        model_cls = AutoModelForImageTextToText if is_vlm else AutoModelForCausalLM
+        model = model_cls.from_pretrained(source, dtype=dtype, use_safetensors=True, **common).to(device)
+        processor = (AutoProcessor if is_vlm else AutoTokenizer).from_pretrained(source, **common)
+        tokenizer = getattr(processor, "tokenizer", processor)
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        fingerprint = folder_fingerprint(local) if local.is_dir() else f"{source}@{spec.revision or 'main'}"
+        return cls(model, processor, name=source, fingerprint=fingerprint, is_vlm=is_vlm, batch_size=spec.batch_size)
+
+    # -- prompts --------------------------------------------------------------------------------
+    def render(self, question: str, answer: str | None = None, with_image: bool = True) -> str:
+        return render_turn(self.processor, question, answer, with_image=with_image and self.is_vlm, is_vlm=self.is_vlm)
+
+    def encode(self, texts: Sequence[str], images: Sequence[Image.Image | None] | None, padding_side: str = "left"):
+        return encode_texts(self.processor, texts, images if self.is_vlm else None, self.device, padding_side)
+
+    def _word_ids(self, words: Sequence[str]) -> list[int]:
+        """Token ids of the first token of each surface form (deduplicated; unknowns dropped)."""
+        ids = []
+        unk = self.tokenizer.unk_token_id
+        for word in words:
+            tokens = self.tokenizer.encode(word, add_special_tokens=False)
+            if tokens and tokens[0] != unk and tokens[0] not in ids:
+                ids.append(tokens[0])
+        return ids
+
+    @property
+    def _eos_ids(self) -> set[int]:
+        ids = {self.tokenizer.eos_token_id}
+        extra = getattr(self.model.generation_config, "eos_token_id", None)
+        ids |= set(extra if isinstance(extra, list) else [extra])
+        return {i for i in ids if i is not None}
+
+    def _chunks(self, items: Sequence, size: int | None = None):
+        size = size or self.batch_size
+        for start in range(0, len(items), size):
+            yield start, items[start:start + size]
+
+    # -- generation -----------------------------------------------------------------------------
+    @torch.inference_mode()
+    def generate(self, prompts: Sequence[VisualPrompt], settings: GenerationSettings,
+                 seeds: Sequence[int] | None = None) -> list[list[str]]:
+        """settings.n answers per prompt. seeds[i] is prompt i's seed (default: settings.seed + i)."""
+        if seeds is None:
+            seeds = [settings.seed + i for i in range(len(prompts))]
+        if settings.num_beams > 1:
+            return self._generate_beams(prompts, settings)
+        out: list[list[str]] = []
+        per_call = max(1, self.batch_size // max(1, settings.n)) if self.batch_size >= settings.n else 1
+        for start, chunk in self._chunks(prompts, per_call):
+            chunk_seeds = seeds[start:start + len(chunk)]
+            out.extend(self._sample_chunk(chunk, chunk_seeds, settings))
+        return out
+
+    def _sample_chunk(self, prompts, seeds, settings: GenerationSettings) -> list[list[str]]:
+        texts = [self.render(p.question, with_image=p.image is not None) for p in prompts]
+        batch = self.encode(texts, [p.image for p in prompts], padding_side="left")
+        n = settings.n
+        row_seeds = torch.tensor([mix_seed(seed, j) for seed in seeds for j in range(n)], dtype=torch.long)
+        if not self.shared_prefix:
+            return self._sample_with_generate(batch, row_seeds, settings, len(prompts))
+        mask = batch["attention_mask"]
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        outputs = self.model(**batch, position_ids=positions, use_cache=True)
+        cache = _cache_of(outputs)
+        # The prompt and image were encoded once; the n samples share that key/value cache.
+        cache.batch_repeat_interleave(n)
+        logits = outputs.logits[:, -1, :].repeat_interleave(n, dim=0)
+        mask = mask.repeat_interleave(n, dim=0)
+        next_pos = positions[:, -1:].repeat_interleave(n, dim=0) + 1
+        eos = torch.tensor(sorted(self._eos_ids), device=self.device)
+        pad = self.tokenizer.pad_token_id
+        finished = torch.zeros(len(row_seeds), dtype=torch.bool, device=self.device)
+        tokens = []
+        for step in range(settings.max_new_tokens):
+            chosen = sample_tokens(logits, settings, row_seeds, step).to(self.device)
+            chosen = torch.where(finished, torch.full_like(chosen, pad), chosen)
+            tokens.append(chosen)
+            finished |= torch.isin(chosen, eos)
+            if bool(finished.all()):
+                break
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+            outputs = self.model(input_ids=chosen[:, None], attention_mask=mask, position_ids=next_pos,
+                                 use_cache=True, **{self._cache_kwarg: cache})
+            cache = _cache_of(outputs)
+            logits = outputs.logits[:, -1, :]
+            next_pos = next_pos + 1
+        return self._decode_rows(torch.stack(tokens, dim=1) if tokens else None, len(prompts), n)
+
+    def _sample_with_generate(self, batch, row_seeds, settings, num_prompts) -> list[list[str]]:
+        from transformers import LogitsProcessor, LogitsProcessorList
+
+        backend_settings = settings
+
+        class _SeededGumbel(LogitsProcessor):
+            def __call__(self, input_ids, scores):
+                step = input_ids.shape[1] - prompt_len
+                noisy = sample_tokens(scores, backend_settings, row_seeds, step)
+                out = torch.full_like(scores, float("-inf"))
+                return out.scatter(-1, noisy[:, None].to(scores.device), 0.0)
+
+        n = settings.n
+        expanded = {k: (v.repeat_interleave(n, dim=0) if torch.is_tensor(v) and v.shape[0] == num_prompts else v)
+                    for k, v in batch.items()}
+        prompt_len = expanded["input_ids"].shape[1]
+        generated = self.model.generate(**expanded, do_sample=False, num_beams=1, max_new_tokens=settings.max_new_tokens,
+                                        logits_processor=LogitsProcessorList([_SeededGumbel()]),
+                                        pad_token_id=self.tokenizer.pad_token_id)
+        return self._decode_rows(generated[:, prompt_len:], num_prompts, n)
+
+    def _generate_beams(self, prompts, settings: GenerationSettings) -> list[list[str]]:
+        out = []
+        for _, chunk in self._chunks(prompts):
+            texts = [self.render(p.question, with_image=p.image is not None) for p in chunk]
+            batch = self.encode(texts, [p.image for p in chunk], padding_side="left")
+            generated = self.model.generate(**batch, do_sample=False, num_beams=settings.num_beams,
+                                            num_return_sequences=settings.n, max_new_tokens=settings.max_new_tokens,
+                                            pad_token_id=self.tokenizer.pad_token_id)
+            out.extend(self._decode_rows(generated[:, batch["input_ids"].shape[1]:], len(chunk), settings.n))
+        return out
+
+    def _decode_rows(self, tokens: torch.Tensor | None, num_prompts: int, n: int) -> list[list[str]]:
+        eos = self._eos_ids
+        texts = []
+        for row in (tokens.tolist() if tokens is not None else [[] for _ in range(num_prompts * n)]):
+            cut = next((i for i, t in enumerate(row) if t in eos), len(row))
+            texts.append(self.tokenizer.decode(row[:cut], skip_special_tokens=True).strip())
+        return [texts[i * n:(i + 1) * n] for i in range(num_prompts)]
+
+    # -- yes/no scoring -------------------------------------------------------------------------
+    def _yes_no_from_logits(self, logits: torch.Tensor) -> list[YesNo]:
+        probs = logits.float().softmax(-1)
+        result = []
+        for row in probs:
+            parts = {self.tokenizer.decode([i]): float(row[i]) for i in self._yes_ids + self._no_ids}
+            result.append(YesNo(p_yes=float(row[self._yes_ids].sum()), p_no=float(row[self._no_ids].sum()), parts=parts))
+        return result
+
+    @torch.inference_mode()
+    def yes_no(self, image: Image.Image | None, questions: Sequence[str]) -> list[YesNo]:
+        """P(yes)+P(Yes) vs P(no)+P(No) of the first answer token, softmax over the vocabulary."""
+        if not questions:
+            return []
+        texts = [self.render(q, with_image=image is not None) for q in questions]
+        if not self.shared_prefix:
+            return self.yes_no_reference(image, questions, batched=True)
+        ids = [self.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+        common = 0
+        while all(len(seq) > common + 1 and seq[common] == ids[0][common] for seq in ids):
+            common += 1
+        prefix_text_ids = ids[0][:common]
+        # Encode the shared prefix (system text + image) once; every question reuses its cache.
+        prefix_text = self.tokenizer.decode(prefix_text_ids, skip_special_tokens=False)
+        prefix = self.encode([prefix_text], [image], padding_side="left")
+        if image is not None and self.is_vlm and not self._prefix_holds_image(prefix, texts[0], image):
+            return self.yes_no_reference(image, questions, batched=True)
+        prefix_out = self.model(**prefix, use_cache=True)
+        prefix_len = prefix["input_ids"].shape[1]
+        results: list[YesNo] = []
+        for _, chunk in self._chunks(list(range(len(questions))), max(self.batch_size, 64)):
+            suffixes = [ids[i][common:] for i in chunk]
+            width = max(len(s) for s in suffixes)
+            pad = self.tokenizer.pad_token_id
+            suffix_ids = torch.tensor([s + [pad] * (width - len(s)) for s in suffixes], device=self.device)
+            suffix_mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in suffixes], device=self.device)
+            cache = _clone_cache(_cache_of(prefix_out))
+            cache.batch_repeat_interleave(len(chunk))
+            mask = torch.cat([prefix["attention_mask"].repeat(len(chunk), 1), suffix_mask], dim=1)
+            positions = prefix_len + torch.arange(width, device=self.device)[None, :].repeat(len(chunk), 1)
+            out = self.model(input_ids=suffix_ids, attention_mask=mask, position_ids=positions,
+                             use_cache=True, **{self._cache_kwarg: cache})
+            last = torch.tensor([len(s) - 1 for s in suffixes], device=self.device)
+            results.extend(self._yes_no_from_logits(out.logits[torch.arange(len(chunk)), last]))
+        return results
+
+    def _prefix_holds_image(self, prefix, full_text: str, image) -> bool:
+        image_token = getattr(self.processor, "image_token_id", None) or getattr(self.model.config, "image_token_id", None)
+        if image_token is None:
+            return False
+        full = self.encode([full_text], [image])
+        return int((prefix["input_ids"] == image_token).sum()) == int((full["input_ids"] == image_token).sum())
+
+    @torch.inference_mode()
+    def yes_no_reference(self, image: Image.Image | None, questions: Sequence[str], batched: bool = False) -> list[YesNo]:
+        """The original's way: one greedy one-token `generate` per question (batched=False), or a
+        plain batched forward of full prompts (batched=True). Used as fallback and as the check."""
+        results: list[YesNo] = []
+        texts = [self.render(q, with_image=image is not None) for q in questions]
+        size = self.batch_size if batched else 1
+        for _, chunk in self._chunks(texts, size):
+            batch = self.encode(chunk, [image] * len(chunk) if image is not None else None, padding_side="left")
+            if batched:
+                logits = self.model(**batch).logits[:, -1, :]
+            else:
+                generated = self.model.generate(**batch, max_new_tokens=1, do_sample=False, num_beams=1,
+                                                output_scores=True, return_dict_in_generate=True,
+                                                pad_token_id=self.tokenizer.pad_token_id)
+                logits = generated.scores[0]
+            results.extend(self._yes_no_from_logits(logits))
+        return results
+
+    # -- log-probabilities of given answers ----------------------------------------------------------
+    @torch.inference_mode()
+    def answer_logprobs(self, prompts: Sequence[VisualPrompt], answers: Sequence[str]) -> list[list[float]]:
+        """Per-token log π(y_t | x, y_<t) over the answer's tokens (the template's end-of-turn
+        tokens included, as DPO counts them)."""
+        out: list[list[float]] = []
+        for start, chunk in self._chunks(list(zip(prompts, answers))):
+            batch, answer_masks = self.encode_with_answers([p for p, _ in chunk], [a for _, a in chunk])
+            logits = self.model(**batch).logits.float()
+            logps = torch.log_softmax(logits[:, :-1], dim=-1)
+            targets = batch["input_ids"][:, 1:]
+            token_logps = logps.gather(-1, targets[..., None]).squeeze(-1)
+            for row, mask in zip(token_logps, answer_masks[:, 1:]):
+                out.append(row[mask.bool()].tolist())
+        return out
+
+    def encode_with_answers(self, prompts: Sequence[VisualPrompt], answers: Sequence[str]):
+        return encode_with_answers(self.processor, prompts, answers, self.device, self.is_vlm)
+
+    # -- text chat (splitter / rewriter roles) ----------------------------------------------------
+    @torch.inference_mode()
+    def chat(self, messages: list[dict], *, temperature: float = 0.0, top_p: float = 1.0,
+             max_new_tokens: int = 512, seed: int = 0) -> ChatReply:
+        text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        batch = self.encode([text], None, padding_side="left")
+        settings = GenerationSettings(n=1, temperature=temperature, top_p=top_p, top_k=None,
+                                      max_new_tokens=max_new_tokens, seed=seed)
+        row_seeds = torch.tensor([mix_seed(seed, 0)], dtype=torch.long)
+        reply = self._sample_with_generate(batch, row_seeds, settings, 1)[0][0]
+        return ChatReply(text=reply, model=self.name)
+
+
+def render_turn(processor, question: str, answer: str | None = None, *, with_image: bool = True,
+                is_vlm: bool = True) -> str:
+    """The chat-template text of one user turn (+ the assistant answer when given)."""
+    content = ([{"type": "image"}] if with_image else []) + [{"type": "text", "text": question}]
+    messages = [{"role": "user", "content": content if is_vlm else question}]
+    if answer is None:
+        return processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    messages.append({"role": "assistant", "content": [{"type": "text", "text": answer}] if is_vlm else answer})
+    return processor.apply_chat_template(messages, tokenize=False)
+
+
+def encode_texts(processor, texts: Sequence[str], images: Sequence[Image.Image | None] | None,
+                 device: torch.device | str = "cpu", padding_side: str = "left") -> dict:
+    """Tokenize texts (with their images) into one padded batch on `device`."""
+    tokenizer = getattr(processor, "tokenizer", processor)
+    tokenizer.padding_side = padding_side
+    if images is not None and any(img is not None for img in images):
+        batch = processor(text=list(texts), images=[img for img in images if img is not None],
+                          padding=True, return_tensors="pt")
+    else:
+        batch = tokenizer(list(texts), padding=True, return_tensors="pt", add_special_tokens=False)
+    return {k: (v.to(device) if hasattr(v, "to") else v) for k, v in batch.items()}
+
+
+def encode_with_answers(processor, prompts: Sequence[VisualPrompt], answers: Sequence[str],
+                        device: torch.device | str = "cpu", is_vlm: bool = True):
+    """A right-padded batch of prompt+answer, and a mask of the answer tokens (end of turn included)."""
+    full = [render_turn(processor, p.question, a, with_image=p.image is not None, is_vlm=is_vlm)
+            for p, a in zip(prompts, answers)]
+    prompt_only = [render_turn(processor, p.question, with_image=p.image is not None, is_vlm=is_vlm) for p in prompts]
+    images = [p.image for p in prompts] if is_vlm else None
+    batch = encode_texts(processor, full, images, device, "right")
+    prompt_lens = encode_texts(processor, prompt_only, images, device, "right")["attention_mask"].sum(-1)
+    lengths = batch["attention_mask"].sum(-1)
+    positions = torch.arange(batch["input_ids"].shape[1], device=device)[None, :]
+    answer_mask = (positions >= prompt_lens[:, None]) & (positions < lengths[:, None])
+    return batch, answer_mask
+
+
+def _cache_of(outputs):
+    """The key/value cache of a forward's outputs (`cache` in transformers ≥ 5.2x, else the old name)."""
+    cache = getattr(outputs, "cache", None)
+    return cache if cache is not None else outputs.past_key_values
+
+
+def _clone_cache(cache):
+    import copy
+
+    return copy.deepcopy(cache)
+
+
+def resolve_model_path(name_or_path: str) -> str:
+    """`shapes:policy` / `shapes:labeler` → the bootstrapped shapes model folder (built on first
+    use); anything else is returned unchanged (hub id or local path)."""
+    if name_or_path.startswith("shapes:"):
+        from rlaifv_core.shapes.bootstrap import bootstrapped_model_dir
+
+        return str(bootstrapped_model_dir(name_or_path.split(":", 1)[1]))
+    return name_or_path
+
+
+@contextlib.contextmanager
+def quiet_transformers():
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+
+
+def describe(backend: HFBackend) -> str:
+    params = sum(p.numel() for p in backend.model.parameters())
+    return json.dumps({"model": backend.name, "params": params, "device": str(backend.device)})

@@ -1,0 +1,359 @@
+"""Backend for any OpenAI-compatible server (vLLM, llama.cpp, SGLang, TGI, OpenAI itself).
+
+    from rlaifv_core.backends.openai_api import OpenAIBackend
+    spec = ModelSpec(backend="openai", name_or_path="llava-hf/llava-1.5-7b-hf",
+                     base_url="http://127.0.0.1:8000/v1", api_key_env="VLLM_API_KEY")
+    labeler = OpenAIBackend.from_spec(spec)
+    labeler.yes_no(image, ["Is there a dog? Please answer yes or no."])
+
+Requests go through the `openai` client with its own retries switched off; this module retries
+itself, boundedly: timeouts / connection errors, 429 (the server's `retry-after` honoured), 408,
+5xx and unparseable replies, at most `spec.max_retries` times with exponential backoff, then a
+clear `EndpointError` naming the endpoint and the model. Client errors (400, 401, 404 …) are not
+retried. The API key is read from the environment variable the spec *names*; it never appears in
+`identity`, `repr`, `fingerprint` or an exception message.
+
+Batches of requests run on a thread pool of `spec.max_concurrency` workers. Images travel as PNG
+base64 data URLs (lossless). yes/no probabilities come from the first answer token's
+`top_logprobs` (20, the API maximum): a surface form outside the server's top 20 counts as 0.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import logging
+import math
+import os
+import random
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Sequence
+
+from PIL import Image
+
+from .base import Backend, ChatReply, EndpointError, GenerationSettings, VisualPrompt, YesNo
+
+log = logging.getLogger(__name__)
+
+YES_WORDS = ("yes", "Yes")
+NO_WORDS = ("no", "No")
+#: the API's maximum number of alternatives per position
+TOP_LOGPROBS = 20
+#: tokenizer word-start markers some servers leave in token texts (SentencePiece, byte-level BPE)
+_WORD_MARKERS = "\u2581\u0120"
+
+
+class _Retryable(Exception):
+    """Internal: one failed attempt worth retrying; `wait_s` is a server-directed delay, if any."""
+
+    def __init__(self, reason: str, wait_s: float | None = None, status: int | None = None):
+        super().__init__(reason)
+        self.reason = reason
+        self.wait_s = wait_s
+        self.status = status
+
+
+def image_data_url(image: Image.Image) -> str:
+    """A PNG base64 data URL (lossless, so the server sees exactly these pixels)."""
+    if image.mode not in ("RGB", "RGBA", "L", "LA", "P", "1", "I", "I;16"):
+        image = image.convert("RGB")
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def user_message(prompt: VisualPrompt) -> dict:
+    """One user turn with the image part (if any) before the text part."""
+    content: list[dict] = []
+    if prompt.image is not None:
+        content.append({"type": "image_url", "image_url": {"url": image_data_url(prompt.image)}})
+    content.append({"type": "text", "text": prompt.question})
+    return {"role": "user", "content": content}
+
+
+def _retry_after_s(headers) -> float | None:
+    """Seconds from `retry-after-ms` / `retry-after` (number or HTTP date); None if absent/invalid."""
+    if headers is None:
+        return None
+    for name, divisor in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
+        value = headers.get(name)
+        if value is None:
+            continue
+        try:
+            seconds = float(value) / divisor
+        except ValueError:
+            import email.utils
+
+            try:
+                parsed = email.utils.parsedate_to_datetime(value)
+            except (TypeError, ValueError):
+                continue
+            seconds = parsed.timestamp() - time.time()
+        if math.isfinite(seconds):
+            return max(0.0, seconds)
+    return None
+
+
+def _word(token: str) -> str:
+    return token.strip().lstrip(_WORD_MARKERS).strip()
+
+
+class OpenAIBackend(Backend):
+    """A model behind an OpenAI-compatible `/v1/chat/completions` endpoint."""
+
+    #: first backoff delay (doubled per retry, up to max_backoff_s, with up to 25 % jitter)
+    backoff_s: float = 0.5
+    max_backoff_s: float = 30.0
+    #: the longest server-directed `retry-after` honoured (longer ones are capped, not obeyed)
+    max_retry_after_s: float = 120.0
+
+    def __init__(self, client, *, model: str, base_url: str, max_retries: int = 4, max_concurrency: int = 8,
+                 timeout_s: float | None = None, backoff_s: float | None = None,
+                 max_backoff_s: float | None = None, sleep: Callable[[float], None] = time.sleep,
+                 secret: str | None = None):
+        self.client = client
+        self.model = model
+        self.base_url = base_url
+        self.max_retries = max(0, int(max_retries))
+        self.max_concurrency = max(1, int(max_concurrency))
+        self.timeout_s = timeout_s
+        if backoff_s is not None:
+            self.backoff_s = backoff_s
+        if max_backoff_s is not None:
+            self.max_backoff_s = max_backoff_s
+        self._sleep = sleep
+        self._secret = secret or None  # only to scrub it from messages; never stored elsewhere
+        self._pool: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+        self._warned: set[str] = set()
+        self.fingerprint = f"openai:{base_url}:{model}"
+        self.identity = {
+            "backend": "openai",
+            "endpoint": base_url,
+            "model": model,
+            "served_model": None,
+            "model_mismatches": [],
+            "model_mismatch_count": 0,
+            "max_retries": self.max_retries,
+            "max_concurrency": self.max_concurrency,
+            "timeout_s": timeout_s,
+        }
+
+    # -- construction ---------------------------------------------------------------------------
+    @classmethod
+    def from_spec(cls, spec, **kwargs) -> "OpenAIBackend":
+        """Client for `spec.base_url`, model `spec.name_or_path`, key from `$spec.api_key_env`."""
+        from openai import OpenAI
+
+        if not spec.base_url:
+            raise ValueError(f"model {spec.name_or_path!r}: backend=openai needs base_url "
+                             "(e.g. http://127.0.0.1:8000/v1)")
+        key = os.environ.get(spec.api_key_env) if spec.api_key_env else None
+        client = OpenAI(base_url=spec.base_url, api_key=key or "EMPTY", timeout=spec.timeout_s, max_retries=0)
+        return cls(client, model=spec.name_or_path, base_url=spec.base_url, max_retries=spec.max_retries,
+                   max_concurrency=spec.max_concurrency, timeout_s=spec.timeout_s, secret=key, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"OpenAIBackend(endpoint={self.base_url!r}, model={self.model!r})"
+
+    def close(self) -> None:
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)
+        close = getattr(self.client, "close", None)
+        if close is not None:
+            close()
+
+    # -- the request loop -----------------------------------------------------------------------
+    def _scrub(self, text: str) -> str:
+        if self._secret and self._secret in text:
+            text = text.replace(self._secret, "***")
+        return text
+
+    def _where(self) -> str:
+        return f"endpoint {self.base_url} (model {self.model!r})"
+
+    def _attempt(self, kwargs: dict):
+        """One request; returns a ChatCompletion or raises _Retryable / EndpointError."""
+        import openai
+
+        try:
+            response = self.client.chat.completions.create(model=self.model, **kwargs)
+        except openai.APITimeoutError:
+            raise _Retryable(f"timed out after {self.timeout_s} s") from None
+        except openai.APIConnectionError as exc:
+            cause = exc.__cause__ or exc.__context__
+            detail = f": {type(cause).__name__}" if cause is not None else ""
+            raise _Retryable(f"connection error{detail}") from None
+        except openai.APIStatusError as exc:
+            status = exc.status_code
+            message = self._scrub(str(getattr(exc, "message", "") or exc))[:300]
+            if status == 429:
+                raise _Retryable(f"429 rate limited: {message}", _retry_after_s(exc.response.headers), status) from None
+            if status == 408 or status >= 500:
+                raise _Retryable(f"HTTP {status}: {message}", _retry_after_s(exc.response.headers), status) from None
+            hint = ""
+            if status in (401, 403):
+                hint = " (the API key is read from the environment variable named by api_key_env)"
+            raise EndpointError(f"{self._where()}: HTTP {status}: {message}{hint}", endpoint=self.base_url,
+                                model=self.model, attempts=1, status=status) from None
+        except (json.JSONDecodeError, UnicodeDecodeError, openai.APIResponseValidationError) as exc:
+            raise _Retryable(f"unparseable reply ({type(exc).__name__})") from None
+        if not hasattr(response, "choices") or not isinstance(getattr(response, "choices", None), list) \
+                or not response.choices:
+            kind = "non-JSON body" if isinstance(response, str) else "no choices"
+            raise _Retryable(f"malformed reply ({kind})")
+        self._note_model(getattr(response, "model", None))
+        return response
+
+    def _request(self, what: str, **kwargs):
+        """`chat.completions.create` with bounded retries and exponential backoff."""
+        attempts = self.max_retries + 1
+        last: _Retryable | None = None
+        for attempt in range(attempts):
+            try:
+                return self._attempt(kwargs)
+            except _Retryable as failure:
+                last = failure
+                if attempt + 1 >= attempts:
+                    break
+                delay = min(self.max_backoff_s, self.backoff_s * (2 ** attempt)) * (1 - 0.25 * random.random())
+                if failure.wait_s is not None:
+                    delay = min(max(delay, failure.wait_s), self.max_retry_after_s)
+                log.warning("%s: %s failed (%s); retry %d/%d in %.2f s", self._where(), what, failure.reason,
+                            attempt + 1, self.max_retries, delay)
+                self._sleep(delay)
+        assert last is not None
+        raise EndpointError(
+            f"{self._where()}: {what} failed after {attempts} attempt(s) "
+            f"({self.max_retries} retries): {last.reason}",
+            endpoint=self.base_url, model=self.model, attempts=attempts, status=last.status, retryable=True,
+        ) from None
+
+    def _note_model(self, served: str | None) -> None:
+        if not served:
+            return
+        with self._lock:
+            if self.identity["served_model"] is None:
+                self.identity["served_model"] = served
+            if served != self.model:
+                self.identity["model_mismatch_count"] += 1
+                if served not in self.identity["model_mismatches"]:
+                    self.identity["model_mismatches"].append(served)
+                    log.warning("%s: server reports model %r (requested %r)", self._where(), served, self.model)
+
+    def _map(self, fn, items: Sequence) -> list:
+        """fn over items on the shared pool (at most max_concurrency requests in flight), in order."""
+        items = list(items)
+        if len(items) <= 1 or self.max_concurrency == 1:
+            return [fn(item) for item in items]
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.max_concurrency, thread_name_prefix="openai-backend")
+            pool = self._pool
+        return list(pool.map(fn, items))
+
+    def _warn_once(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            log.warning("%s: %s", self._where(), message)
+            self.identity.setdefault("notes", []).append(message)
+
+    # -- Backend --------------------------------------------------------------------------------
+    def generate(self, prompts: Sequence[VisualPrompt], settings: GenerationSettings,
+                 seeds: Sequence[int] | None = None) -> list[list[str]]:
+        """settings.n answers per prompt; prompt i is sent with seed seeds[i] (default settings.seed + i).
+        top_k is not part of the OpenAI API and is not sent; beam search is not either (greedy instead)."""
+        if seeds is None:
+            seeds = [settings.seed + i for i in range(len(prompts))]
+        if len(seeds) != len(prompts):
+            raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds")
+        if settings.num_beams > 1:
+            self._warn_once("beams", f"num_beams={settings.num_beams} unsupported by the chat API; greedy decoding used")
+        temperature = 0.0 if settings.greedy or settings.num_beams > 1 else settings.temperature
+
+        def one(job) -> list[str]:
+            prompt, seed = job
+            response = self._request(
+                "generate", messages=[user_message(prompt)], n=settings.n, temperature=temperature,
+                top_p=settings.top_p, max_tokens=settings.max_new_tokens, seed=int(seed),
+            )
+            texts = [(choice.message.content or "").strip() for choice in
+                     sorted(response.choices, key=lambda c: getattr(c, "index", 0) or 0)]
+            if len(texts) != settings.n:
+                raise EndpointError(f"{self._where()}: asked for n={settings.n} answers, got {len(texts)}",
+                                    endpoint=self.base_url, model=self.model, attempts=1)
+            return texts
+
+        return self._map(one, list(zip(prompts, seeds)))
+
+    def yes_no(self, image: Image.Image | None, questions: Sequence[str]) -> list[YesNo]:
+        """One greedy one-token request per question; P(yes)+P(Yes) and P(no)+P(No) from its top 20."""
+        data_url = image_data_url(image) if image is not None else None
+
+        def one(question: str) -> YesNo:
+            content: list[dict] = []
+            if data_url is not None:
+                content.append({"type": "image_url", "image_url": {"url": data_url}})
+            content.append({"type": "text", "text": question})
+            response = self._request(
+                "yes_no", messages=[{"role": "user", "content": content}], max_tokens=1, logprobs=True,
+                top_logprobs=TOP_LOGPROBS, temperature=0.0, n=1,
+            )
+            return self._yes_no_from(response)
+
+        return self._map(one, list(questions))
+
+    def _yes_no_from(self, response) -> YesNo:
+        logprobs = getattr(response.choices[0], "logprobs", None)
+        content = getattr(logprobs, "content", None) if logprobs is not None else None
+        if not content or not getattr(content[0], "top_logprobs", None):
+            raise EndpointError(
+                f"{self._where()}: the reply carries no token logprobs; yes/no scoring needs a server that "
+                "returns `logprobs`/`top_logprobs` for chat completions (vLLM, llama.cpp server and OpenAI do)",
+                endpoint=self.base_url, model=self.model, attempts=1,
+            )
+        parts: dict[str, float] = {}
+        p_yes = p_no = 0.0
+        for alt in content[0].top_logprobs:
+            word = _word(alt.token)
+            if word not in YES_WORDS and word not in NO_WORDS:
+                continue
+            p = math.exp(alt.logprob)
+            parts[alt.token] = parts.get(alt.token, 0.0) + p
+            if word in YES_WORDS:
+                p_yes += p
+            else:
+                p_no += p
+        return YesNo(p_yes=p_yes, p_no=p_no, parts=parts)
+
+    def answer_logprobs(self, prompts: Sequence[VisualPrompt], answers: Sequence[str]) -> list[list[float]]:
+        raise NotImplementedError(
+            f"{self!r}: an OpenAI-compatible chat endpoint cannot score given answers (no prompt logprobs); "
+            "use an hf backend for roles that need answer log-probabilities (DPO reference, evaluation)"
+        )
+
+    def chat(self, messages: list[dict], *, temperature: float = 0.0, top_p: float = 1.0,
+             max_new_tokens: int = 512, seed: int = 0) -> ChatReply:
+        response = self._request("chat", messages=messages, temperature=temperature, top_p=top_p,
+                                 max_tokens=max_new_tokens, seed=int(seed), n=1)
+        text = (response.choices[0].message.content or "").strip()
+        return ChatReply(text=text, model=getattr(response, "model", None) or self.model)
+
+
+def served_models(backend: OpenAIBackend) -> list[str]:
+    """The model ids the endpoint lists under /v1/models (one request, no retries)."""
+    import openai
+
+    try:
+        return [m.id for m in backend.client.models.list()]
+    except openai.OpenAIError as exc:
+        raise EndpointError(f"{backend._where()}: listing models failed: {type(exc).__name__}",
+                            endpoint=backend.base_url, model=backend.model) from None
+
+
+__all__ = ["OpenAIBackend", "EndpointError", "image_data_url", "user_message", "served_models"]

@@ -1,0 +1,303 @@
+"""The one typed configuration of a run.
+
+Load and inspect:
+
+    python -m rlaifv_core.config configs/shapes.yaml dpo.beta=0.2 sampling.n=4
+
+Every field has a help string; defaults are the original RLAIF-V recipe (method.md) where one
+exists. The shapes-world preset (`configs/shapes.yaml`) overrides what a CPU-sized world needs.
+No secret is a field: API keys are read from the environment variable a spec *names*.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    def fingerprint(self) -> str:
+        """Stable hash of this section's values (used in cache keys)."""
+        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+class ModelSpec(_Section):
+    """Where a model role comes from and which backend serves it."""
+
+    backend: Literal["hf", "openai", "rules", "oracle"] = Field(
+        "hf",
+        description="hf: in-process transformers; openai: any OpenAI-compatible server; "
+        "rules: the built-in rule-based splitter/rewriter (text roles only); "
+        "oracle: ground truth of the shapes world (ablations only, never the default labeler).",
+    )
+    name_or_path: str = Field(
+        "shapes:policy",
+        description="Hub id, local folder, or `shapes:policy` / `shapes:labeler` for the "
+        "bootstrapped shapes-world models (built on first use). For backend=openai: the "
+        "model name sent to the server.",
+    )
+    revision: str | None = Field(None, description="Hub revision (hf backend).")
+    trust_remote_code: bool = Field(
+        False, description="Allow model code from the hub to run. Off unless you trust the repo."
+    )
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="auto: bfloat16 on a GPU that supports it, float32 on the CPU."
+    )
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:1, mps …")
+    base_url: str | None = Field(
+        None, description="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1 (openai backend)."
+    )
+    api_key_env: str = Field(
+        "OPENAI_API_KEY",
+        description="Name of the environment variable holding the API key (the key itself is never "
+        "a config value). Unset variable = no key (fine for local vLLM).",
+    )
+    timeout_s: float = Field(60.0, description="Per-request timeout (openai backend).")
+    max_retries: int = Field(4, description="Retries on timeouts, 429 and 5xx (openai backend).")
+    max_concurrency: int = Field(8, description="Concurrent requests (openai backend).")
+    batch_size: int = Field(16, description="Prompts per forward pass (hf backend); halved on OOM.")
+
+
+class ModelsConfig(_Section):
+    policy: ModelSpec = Field(
+        default_factory=lambda: ModelSpec(name_or_path="liuhaotian/llava-v1.5-7b"),
+        description="The model being aligned; iteration k samples from the policy selected at k-1.",
+    )
+    labeler: ModelSpec = Field(
+        default_factory=lambda: ModelSpec(name_or_path="openbmb/OmniLMM-12B"),
+        description="The open-source VLM that answers the yes/no questions (P(yes) vs P(no)).",
+    )
+    splitter: ModelSpec = Field(
+        default_factory=lambda: ModelSpec(backend="rules", name_or_path="rules"),
+        description="Text model that splits an answer into atomic claims (or backend=rules).",
+    )
+    rewriter: ModelSpec = Field(
+        default_factory=lambda: ModelSpec(backend="rules", name_or_path="rules"),
+        description="Text model that rewrites each claim as a yes/no question (or backend=rules).",
+    )
+    eval_judge: ModelSpec | None = Field(
+        None, description="LLM judge for Object HalBench / MMHal / RefoMB (openai backend)."
+    )
+
+
+class PromptsConfig(_Section):
+    source: str = Field(
+        "shapes",
+        description="`shapes` (the built-in world's generator), a jsonl/json file in the original "
+        "format, a parquet, or a `datasets` id with image and question columns.",
+    )
+    per_iteration: int = Field(4000, description="Fresh prompts drawn per iteration (paper: 4k).")
+    detail_share: float = Field(
+        0.7, description="Shapes world: share of detailed-description prompts (rest are questions)."
+    )
+    data_root: str | None = Field(
+        None, description="Image paths in a prompt file must resolve inside this folder."
+    )
+
+
+class SamplingConfig(_Section):
+    n: int = Field(10, description="Candidates per prompt (original: --repeat 10).")
+    temperature: float = Field(0.7, description="Sampling temperature (original: 0.7).")
+    top_p: float = Field(1.0, description="Nucleus sampling (original: HF default 1.0).")
+    top_k: int | None = Field(50, description="Top-k (original: HF default 50).")
+    max_new_tokens: int = Field(512, description="Maximum answer length (original: 512).")
+    seed: int = Field(0, description="Base seed; each (prompt, sample) gets its own derived seed.")
+    shard_size: int = Field(256, description="Prompts per Prefect task (scale-out unit).")
+
+
+class ClaimsConfig(_Section):
+    preset: Literal["project", "rlaifv-llama3"] = Field(
+        "project",
+        description="Prompt format for an LLM splitter/rewriter: the project's own, or the exact "
+        "format of the released RLAIF-V Llama-3-8B split/changeq models.",
+    )
+    chunk_words: int = Field(
+        250, description="Long answers are split into sentence-aligned chunks of about this many "
+        "words (the original silently truncated at 300 words)."
+    )
+    temperature: float = Field(0.2, description="LLM splitter/rewriter temperature (original 0.2).")
+    top_p: float = Field(0.9, description="LLM splitter/rewriter top_p (original 0.9).")
+    max_new_tokens: int = Field(256, description="LLM splitter/rewriter budget (original 256).")
+
+
+class JudgeConfig(_Section):
+    question_suffix: str = Field(
+        " Please answer yes or no.", description="Appended to every yes/no question (original)."
+    )
+    threshold: float = Field(
+        0.5,
+        description="Claim accepted iff p_yes / (p_yes + p_no) > threshold (0.5 = the original's "
+        "strict p_yes > p_no; ties are rejected).",
+    )
+    questions_per_batch: int = Field(
+        64, description="Questions scored per forward pass on top of one shared image prefix."
+    )
+
+
+class PairsConfig(_Section):
+    builder: Literal["paper", "minimal_edit_anchor"] = Field(
+        "paper",
+        description="paper: all pairs with score gap >= min_gap, higher score chosen; "
+        "minimal_edit_anchor: chosen = the answer minus its rejected claims, plus one omission "
+        "anchor per prompt (see facts.md).",
+    )
+    min_gap: int = Field(1, description="Minimum score difference between chosen and rejected.")
+    per_prompt: int = Field(2, description="Pairs kept per (image, question), sampled with the seed.")
+    length_balance: bool = Field(
+        True, description="The original's length-balance filter (method.md §4 step 7)."
+    )
+    anchors_per_prompt: int = Field(1, description="Omission anchors per prompt (minimal_edit_anchor).")
+    seed: int = Field(0, description="Seed of the per-prompt sampling.")
+
+
+class DPOConfig(_Section):
+    beta: float = Field(0.1, description="DPO beta (original 0.1).")
+    learning_rate: float = Field(5e-7, description="Original: 5e-7 full fine-tuning, 1e-5 LoRA.")
+    epochs: float = Field(4.0, description="Epochs per iteration (original 4).")
+    max_steps: int = Field(-1, description="If > 0, overrides epochs.")
+    checkpoints_per_epoch: int = Field(4, description="Checkpoint every 1/k epoch (original: 4).")
+    batch_size: int = Field(8, description="Global batch (original: 1 per GPU x 8 GPUs).")
+    grad_accum: int = Field(1, description="Gradient accumulation steps.")
+    warmup_ratio: float = Field(0.05, description="Linear warm-up share (original 0.05).")
+    lr_scheduler: str = Field("cosine", description="Scheduler (original cosine).")
+    weight_decay: float = Field(0.01, description="AdamW weight decay (original 0.01).")
+    loss_type: list[str] = Field(
+        default_factory=lambda: ["sigmoid"],
+        description='TRL loss types, e.g. ["sigmoid"] (original) or ["sigmoid", "sft"].',
+    )
+    loss_weights: list[float] | None = Field(None, description="Weights of loss_type entries.")
+    lora: bool = Field(False, description="Train LoRA adapters instead of the full model.")
+    lora_r: int = Field(64, description="LoRA rank (original 64).")
+    lora_alpha: int = Field(16, description="LoRA alpha (original 16).")
+    lora_dropout: float = Field(0.05, description="LoRA dropout (original 0.05).")
+    freeze_vision_tower: bool = Field(True, description="Original: vision tower frozen.")
+    launcher: Literal["inprocess", "accelerate"] = Field(
+        "inprocess", description="inprocess, or `accelerate launch` in a subprocess."
+    )
+    accelerate_config: str | None = Field(
+        None, description="Shipped accelerate config name (ddp, zero2, zero3, fsdp) or a path."
+    )
+    seed: int = Field(42, description="Trainer seed (original HF default 42).")
+    gradient_checkpointing: bool = Field(False, description="Trade compute for memory.")
+
+
+class EvalConfig(_Section):
+    benchmarks: list[str] = Field(
+        default_factory=lambda: ["object_halbench", "mmhal"],
+        description="Benchmarks run on every checkpoint (shapes, object_halbench, mmhal, refomb, amber).",
+    )
+    shapes_scenes: int = Field(300, description="Held-out scenes for the shapes-world evaluation.")
+    shapes_seed: int = Field(10_000, description="Seed of the held-out shapes scenes.")
+    temperature: float = Field(
+        0.0, description="Generation temperature for evaluation (0 = greedy / beam search)."
+    )
+    num_beams: int = Field(3, description="Beam search width (original 3).")
+    max_new_tokens: int = Field(1024, description="Evaluation answer budget (original 1024).")
+    data: dict[str, str] = Field(
+        default_factory=dict,
+        description="Benchmark data paths, e.g. {object_halbench: path.jsonl, coco_annotations: dir}.",
+    )
+
+
+class SelectionConfig(_Section):
+    metric: str = Field(
+        "chair_s", description="Lower-is-better response-level hallucination metric to minimise."
+    )
+    tie_breaker: str = Field("recall", description="Higher-is-better metric that breaks ties.")
+    max_recall_drop: float = Field(
+        0.10, description="Never select a checkpoint whose recall fell more than this (absolute)."
+    )
+    include_start: bool = Field(
+        True, description="The iteration's starting policy competes, so selection never gets worse."
+    )
+
+
+class IterationConfig(_Section):
+    iterations: int = Field(4, description="RLAIF-V iterations (original 4).")
+    seed: int = Field(0, description="Run seed; every stage derives its seeds from it.")
+    retries: int = Field(2, description="Retries of model-running tasks.")
+    retry_delay_s: float = Field(10.0, description="Delay between retries.")
+
+
+class StoreConfig(_Section):
+    url: str = Field("runs", description="Run store: a local folder or s3://bucket/prefix.")
+    run_name: str = Field("default", description="Sub-folder of this run inside the store.")
+    endpoint_url: str | None = Field(
+        None, description="S3-compatible endpoint (MinIO, Ceph, moto); credentials from AWS_* env."
+    )
+
+
+class RunConfig(_Section):
+    """The whole run: every stage's settings in one tree."""
+
+    models: ModelsConfig = Field(default_factory=ModelsConfig, description="Model roles.")
+    prompts: PromptsConfig = Field(default_factory=PromptsConfig, description="Prompt source.")
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig, description="Candidate sampling.")
+    claims: ClaimsConfig = Field(default_factory=ClaimsConfig, description="Claim splitting/rewriting.")
+    judge: JudgeConfig = Field(default_factory=JudgeConfig, description="Labeler scoring.")
+    pairs: PairsConfig = Field(default_factory=PairsConfig, description="Pair assembly.")
+    dpo: DPOConfig = Field(default_factory=DPOConfig, description="DPO training.")
+    eval: EvalConfig = Field(default_factory=EvalConfig, description="Evaluation.")
+    selection: SelectionConfig = Field(default_factory=SelectionConfig, description="Checkpoint selection.")
+    iteration: IterationConfig = Field(default_factory=IterationConfig, description="The loop.")
+    store: StoreConfig = Field(default_factory=StoreConfig, description="Run store.")
+
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+def _parse_value(text: str) -> Any:
+    """Override values are YAML scalars/lists: `4`, `1e-5`, `true`, `[sigmoid, sft]`, `null`."""
+    return yaml.safe_load(text)
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """Apply `a.b.c=value` overrides to a nested dict (in place) and return it."""
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"override {item!r} is not of the form section.field=value")
+        dotted, raw = item.split("=", 1)
+        keys = dotted.strip().split(".")
+        node = data
+        for key in keys[:-1]:
+            node = node.setdefault(key, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"override {item!r}: {key!r} is not a section")
+        node[keys[-1]] = _parse_value(raw)
+    return data
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Load a YAML config (default: configs/shapes.yaml) and apply `a.b=value` overrides."""
+    path = Path(path) if path is not None else CONFIG_DIR / "shapes.yaml"
+    if not path.exists() and (CONFIG_DIR / path).exists():
+        path = CONFIG_DIR / path
+    with open(path, encoding="utf-8") as handle:
+        data = yaml.safe_load(handle) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: a config file must be a YAML mapping")
+    apply_overrides(data, overrides or [])
+    return RunConfig.model_validate(data)
+
+
+def dump_config(config: RunConfig) -> str:
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    path = argv.pop(0) if argv and "=" not in argv[0] else None
+    print(dump_config(load_config(path, argv)), end="")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,451 @@
+"""The 80 COCO classes, the project's own synonym table, and an LLM-free object-mention extractor.
+
+    from rlaifv_core.evals.coco import extract_coco_objects, extract_coco_mentions, coco_class
+    extract_coco_objects("Two dogs chase a teddy bear past some people.")
+    # ['dogs', 'teddy bear', 'people']
+    [m.cls for m in extract_coco_mentions("A man eats a hot dog next to his dog.")]
+    # ['person', 'hot dog', 'dog']
+    coco_class("wooden park bench")   # 'bench'  (a phrase an LLM judge extracted; head-noun fallback)
+
+How it works (no downloaded model; see facts.md "NLP without downloaded models"): the text is
+lower-cased, tokenised by `spacy.blank("en")` and lemmatised by the lookup lemmatizer
+(`spacy-lookups-data`), with two fixes: words ending in -ing/-ed keep their surface form ("skiing"
+is not "ski", "potted" stays "potted") and a few lemmas are overridden. Every synonym in the
+table (and its regular plural) goes through the same pipeline and becomes a `PhraseMatcher`
+pattern on LEMMA, so "mice" → mouse, "knives" → knife, "two dogs" → dog. Overlapping matches are
+resolved by `filter_spans` (longest first), so "hot dog" (food) beats "dog", "teddy bear" beats
+"bear", "baby elephant" is an elephant and not a person, and "toilet paper" is nothing.
+
+Three light heuristics stand in for a part-of-speech tagger:
+- "orange" is the fruit only when plural or not followed by a noun ("an orange cat" is a colour);
+- a match right after a subject pronoun or a modal ("he ties", "you can") is a verb;
+- a mention after "no / not / without / never / n't" in the same clause is *negated* and not
+  counted as a mention by default ("there are no people").
+
+`PhraseVocabulary` is the reusable part: AMBER builds one from its own object vocabulary.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import threading
+from dataclasses import dataclass
+from typing import Iterable, Mapping
+
+IGNORE = "__ignore__"  # label of phrases that must hide a contained synonym ("toilet paper", "bus stop")
+
+#: The 80 COCO-2014 classes, in the order of their category ids.
+COCO_CLASSES: tuple[str, ...] = (
+    "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat",
+    "traffic light", "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat", "dog",
+    "horse", "sheep", "cow", "elephant", "bear", "zebra", "giraffe", "backpack", "umbrella",
+    "handbag", "tie", "suitcase", "frisbee", "skis", "snowboard", "sports ball", "kite",
+    "baseball bat", "baseball glove", "skateboard", "surfboard", "tennis racket", "bottle",
+    "wine glass", "cup", "fork", "knife", "spoon", "bowl", "banana", "apple", "sandwich", "orange",
+    "broccoli", "carrot", "hot dog", "pizza", "donut", "cake", "chair", "couch", "potted plant",
+    "bed", "dining table", "toilet", "tv", "laptop", "mouse", "remote", "keyboard", "cell phone",
+    "microwave", "oven", "toaster", "sink", "refrigerator", "book", "clock", "vase", "scissors",
+    "teddy bear", "hair drier", "toothbrush",
+)
+
+# One line per class: `canonical: synonym, synonym, …`. Written for this project (singulars,
+# irregular plurals, common synonyms, multi-word names). Regular plurals are added automatically.
+_SYNONYM_TABLE = """
+person: person, persons, people, man, men, woman, women, boy, girl, child, children, kid, baby, babies, infant, toddler, teenager, teen, adult, guy, lady, ladies, gentleman, gentlemen, human, individual, someone, somebody, player, skier, surfer, snowboarder, skateboarder, skater, rider, biker, cyclist, bicyclist, motorcyclist, pedestrian, passenger, driver, pilot, chef, baker, worker, officer, policeman, policemen, policewoman, cop, soldier, tourist, spectator, crowd, catcher, batter, umpire, pitcher, mother, father, mom, dad, son, daughter, brother, sister, grandmother, grandfather, grandma, grandpa, wife, husband, bride, groom, friend, student, teacher, doctor, nurse, farmer, fisherman, fishermen, vendor, customer, shopper, athlete, hiker, jockey, cowboy, waiter, waitress, businessman, businessmen, businesswoman, fireman, firemen, firefighter, audience member
+bicycle: bicycle, bike, mountain bike, road bike, push bike
+car: car, automobile, taxi, cab, taxicab, sedan, suv, jeep, van, minivan, hatchback, police car, sports car, race car
+motorcycle: motorcycle, motorbike, motor bike, motor cycle, dirt bike, moped, scooter, motor scooter, vespa
+airplane: airplane, aeroplane, plane, air plane, jet, jetliner, airliner, aircraft, passenger jet, jumbo jet, fighter jet, seaplane
+bus: bus, buses, busses, school bus, double decker, double decker bus, double-decker, double-decker bus, trolley bus, minibus
+train: train, locomotive, tram, trolley, streetcar, street car, subway, subway train, railcar, train car, passenger train, freight train, monorail
+truck: truck, lorry, pickup, pickup truck, fire truck, firetruck, semi truck, tow truck, dump truck, garbage truck
+boat: boat, ship, sailboat, sail boat, yacht, canoe, kayak, ferry, ferries, rowboat, row boat, speedboat, speed boat, motorboat, barge, fishing boat, cruise ship, tugboat, catamaran, jet ski
+traffic light: traffic light, traffic signal, stoplight, stop light, traffic lamp
+fire hydrant: fire hydrant, hydrant
+stop sign: stop sign
+parking meter: parking meter, meter
+bench: bench, benches, park bench
+bird: bird, pigeon, dove, seagull, gull, duck, goose, geese, swan, parrot, crow, raven, sparrow, eagle, hawk, owl, pelican, heron, flamingo, penguin, hen, rooster, peacock, hummingbird, finch, ostrich, puffin
+cat: cat, kitten, kitty, kitties, tabby
+dog: dog, puppy, puppies, pup, doggy, doggie, hound, terrier, poodle, bulldog, beagle, labrador, retriever, dachshund, chihuahua, husky, collie, corgi, pug, german shepherd, golden retriever
+horse: horse, pony, ponies, foal, colt, stallion, mare
+sheep: sheep, lamb, ewe
+cow: cow, cattle, calf, calves, bull, ox, oxen, heifer
+elephant: elephant
+bear: bear, grizzly, grizzly bear, polar bear, black bear, brown bear, bear cub
+zebra: zebra
+giraffe: giraffe
+backpack: backpack, back pack, rucksack, knapsack
+umbrella: umbrella, parasol
+handbag: handbag, hand bag, purse, pocketbook
+tie: tie, necktie, bow tie
+suitcase: suitcase, suit case, luggage, baggage
+frisbee: frisbee, frisbees, flying disc
+skis: skis, ski, pair of skis
+snowboard: snowboard, snow board
+sports ball: sports ball, ball, soccer ball, tennis ball, football, basketball, volleyball, softball, beach ball, rugby ball, baseball ball
+kite: kite
+baseball bat: baseball bat, bat
+baseball glove: baseball glove, glove, mitt, baseball mitt, catcher's mitt
+skateboard: skateboard, skate board
+surfboard: surfboard, surf board
+tennis racket: tennis racket, racket, racquet, tennis racquet
+bottle: bottle, water bottle, beer bottle, wine bottle
+wine glass: wine glass, wineglass, glass of wine, champagne glass
+cup: cup, mug, teacup, tea cup, coffee cup, coffee mug, paper cup
+fork: fork
+knife: knife, knives
+spoon: spoon
+bowl: bowl
+banana: banana
+apple: apple
+sandwich: sandwich, burger, burgers, hamburger, cheeseburger, panini, sub sandwich
+orange: orange, tangerine, clementine
+broccoli: broccoli
+carrot: carrot
+hot dog: hot dog, hotdog, frankfurter, corn dog
+pizza: pizza, pizza slice, slice of pizza
+donut: donut, doughnut
+cake: cake, cupcake, cheesecake, birthday cake, wedding cake
+chair: chair, armchair, stool, high chair, recliner, folding chair, lawn chair, office chair, rocking chair
+couch: couch, sofa, loveseat, loveseats, love seat, futon, settee
+potted plant: potted plant, plant, houseplant, house plant, flowerpot, flower pot, pot plant, planter
+bed: bed, bunk bed
+dining table: dining table, table, desk, coffee table, kitchen table, picnic table, dinner table, end table, side table
+toilet: toilet, urinal, commode, toilet bowl, toilet seat
+tv: tv, tvs, television, tv screen, television set, flat screen, flatscreen, monitor, computer monitor, computer screen
+laptop: laptop, laptop computer, netbook, macbook, computer, desktop computer
+mouse: mouse, mice, computer mouse
+remote: remote, remote control, controller, game controller, wii remote, wii controller, tv remote
+keyboard: keyboard, computer keyboard
+cell phone: cell phone, cellphone, phone, mobile phone, smartphone, smartphones, smart phone, iphone, iphones, telephone
+microwave: microwave, microwave oven
+oven: oven, stove, stovetop, stove top
+toaster: toaster, toaster oven
+sink: sink
+refrigerator: refrigerator, fridge
+book: book, novel, textbook, paperback
+clock: clock, clock tower, alarm clock, wall clock
+vase: vase
+scissors: scissors, scissor, pair of scissors, shears
+teddy bear: teddy bear, teddy, teddies, teddybear, teddybears, stuffed bear, plush bear, stuffed animal
+hair drier: hair drier, hair dryer, hairdryer, blow dryer, blowdryer, blow drier
+toothbrush: toothbrush, tooth brush
+"""
+
+# Phrases that contain a synonym but name something else (matched, then dropped).
+_IGNORED_PHRASES = (
+    "toilet paper", "bus stop", "bus station", "train station", "train track", "train tracks",
+    "railroad track", "railroad tracks", "cable car", "car park", "tv stand", "flower bed",
+    "pitcher of", "table tennis", "power plant", "cd player", "dvd player", "record player",
+    "mp3 player", "ski slope", "ski lift", "ski resort", "ski pole", "ski poles", "ski jacket",
+    "ski boot", "ski boots", "ski goggles", "ski suit", "ski area", "ball cap", "ball game",
+    "home plate", "world cup", "phone booth", "baseball cap",
+)
+_SPORTS = ("football", "soccer", "basketball", "volleyball", "baseball", "tennis", "softball", "rugby")
+_SPORT_PLACES = ("field", "court", "game", "match", "team", "stadium", "net", "hoop", "pitch",
+                 "uniform", "cap", "jersey", "shirt", "helmet", "goal", "practice")
+_ANIMALS = ("bird", "cat", "dog", "horse", "sheep", "cow", "elephant", "bear", "zebra", "giraffe")
+_ANIMAL_MODIFIERS = ("baby", "adult", "mother", "young", "little", "father")
+
+NEGATORS = frozenset({"no", "not", "without", "never", "n't", "nor", "neither", "none"})
+_CLAUSE_BREAKS = frozenset({".", ",", ";", ":", "!", "?", "(", ")", "but", "while", "although",
+                            "though", "however", "whereas", "except", "yet"})
+_NEGATION_WINDOW = 5
+_VERB_CONTEXT = frozenset({"he", "she", "they", "who", "we", "i", "you", "can", "could", "will",
+                           "would", "may", "might", "should", "must", "shall", "does", "did", "do"})
+_DETERMINERS = frozenset({"a", "an", "the", "this", "that", "these", "those", "one", "two", "three",
+                          "four", "five", "six", "some", "each", "every", "another", "his", "her",
+                          "its", "their", "our", "my", "your", "soda", "beer", "tin", "trash",
+                          "garbage", "paint", "metal", "aluminum", "empty", "open"})
+_NEEDS_DETERMINER = frozenset({"can"})  # "can" is a noun only after a determiner ("a can", "soda can")
+_COLOURS = frozenset({"red", "orange", "yellow", "green", "blue", "purple", "pink", "brown", "black",
+                      "white", "gray", "grey", "silver", "gold", "golden", "beige", "tan", "teal",
+                      "maroon", "navy", "cream"})
+_COLOUR_WORDS = frozenset({"orange"})  # also a colour: fruit only when plural or not before a noun
+_FRUIT_FOLLOWERS = frozenset({"slice", "slices", "wedge", "wedges", "peel", "peels", "half", "halves",
+                              "segment", "segments"})
+_COPULAS = frozenset({"is", "are", "was", "were", "be", "been", "being", "looks", "look", "appears",
+                      "bright", "dark", "light", "pale", "deep", "vibrant", "burnt", "neon"})
+_LEMMA_OVERRIDES = {"calves": "calf", "leaves": "leaf", "glasses": "glass", "'s": "'s", "skis": "ski",
+                    "people": "people", "media": "media", "data": "data"}
+
+
+def _table_from_text(text: str) -> dict[str, tuple[str, ...]]:
+    table: dict[str, tuple[str, ...]] = {}
+    for line in text.strip().splitlines():
+        cls, _, rest = line.partition(":")
+        cls = cls.strip()
+        entries = [e.strip() for e in rest.split(",") if e.strip()]
+        table[cls] = tuple(dict.fromkeys([cls, *entries]))
+    return table
+
+
+#: canonical class -> its synonyms (canonical name first), as written in this module.
+SYNONYMS: dict[str, tuple[str, ...]] = _table_from_text(_SYNONYM_TABLE)
+assert tuple(SYNONYMS) == COCO_CLASSES, "synonym table must list the 80 classes in COCO order"
+
+
+def plural(word: str) -> str:
+    """Regular English plural of the last word of a phrase (bus → buses, pony → ponies)."""
+    head, _, last = word.rpartition(" ")
+    if re.search(r"(s|x|z|ch|sh)$", last):
+        last += "es"
+    elif re.search(r"[^aeiou]y$", last):
+        last = last[:-1] + "ies"
+    else:
+        last += "s"
+    return f"{head} {last}" if head else last
+
+
+# -- the spaCy pipeline (blank English + lookup lemmas) ---------------------------------------------
+_NLP_LOCK = threading.Lock()
+
+
+@functools.lru_cache(maxsize=1)
+def english():
+    """`spacy.blank("en")` with the lookup lemmatizer (no downloaded model)."""
+    import spacy
+
+    nlp = spacy.blank("en")
+    nlp.add_pipe("lemmatizer", config={"mode": "lookup"})
+    nlp.initialize()
+    return nlp
+
+
+def _fix_lemma(token) -> str:
+    lower = token.lower_
+    if lower in _LEMMA_OVERRIDES:
+        return _LEMMA_OVERRIDES[lower]
+    if len(lower) > 4 and (lower.endswith("ing") or lower.endswith("ed")):
+        return lower  # "skiing", "potted", "parked": never a noun lemma of the vocabulary
+    return (token.lemma_ or lower).lower()
+
+
+def analyse(text: str):
+    """Lower-cased spaCy Doc whose `lemma_` follows the project's fixes (thread-safe)."""
+    with _NLP_LOCK:
+        doc = english()(text.lower())
+        for token in doc:
+            token.lemma_ = _fix_lemma(token)
+    return doc
+
+
+def lemma_key(text: str) -> str:
+    """The lemma string a phrase is matched by: "Two Dogs" → "two dog"."""
+    return " ".join(t.lemma_ for t in analyse(text) if not t.is_space)
+
+
+@dataclass(frozen=True)
+class Mention:
+    text: str  # surface form as written (lower-cased)
+    key: str  # lemma string ("dog" for "dogs")
+    label: str  # canonical class / vocabulary word
+    start: int  # character offsets in the input text
+    end: int
+    negated: bool = False
+
+
+class PhraseVocabulary:
+    """Lemma-level phrase matching of a vocabulary: phrase → label (IGNORE hides a phrase).
+
+    Every phrase and its regular plural are lemmatised with `analyse`; matching runs a spaCy
+    PhraseMatcher on LEMMA and keeps the longest non-overlapping spans (`filter_spans`).
+    """
+
+    def __init__(self, phrases: Mapping[str, str], *, add_plurals: bool = True):
+        from spacy.matcher import PhraseMatcher
+
+        self._labels: dict[str, str] = {}
+        patterns = []
+        for phrase, label in phrases.items():
+            forms = [phrase.lower().strip()]
+            if add_plurals and label != IGNORE:
+                forms.append(plural(forms[0]))
+            for form in forms:
+                doc = analyse(form)
+                key = " ".join(t.lemma_ for t in doc if not t.is_space)
+                if key and key not in self._labels:
+                    self._labels[key] = label
+                    patterns.append(doc)
+        self.matcher = PhraseMatcher(english().vocab, attr="LEMMA")
+        # one pattern id; the label comes from the lemma key of the matched span
+        self.matcher.add("PHRASE", patterns)
+
+    def label_of(self, key: str) -> str | None:
+        return self._labels.get(key)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._labels
+
+    def mentions(self, text: str, *, include_negated: bool = False, dedupe: bool = True,
+                 heuristics: bool = True) -> list[Mention]:
+        """Mentions of the vocabulary in free text, in order of appearance."""
+        from spacy.util import filter_spans
+
+        if not text or not text.strip():
+            return []
+        doc = analyse(text)
+        with _NLP_LOCK:
+            matches = self.matcher(doc)
+        spans = filter_spans([doc[s:e] for _, s, e in matches])
+        out: list[Mention] = []
+        seen: set[str] = set()
+        for span in spans:
+            key = " ".join(t.lemma_ for t in span)
+            label = self._labels.get(key)
+            if label is None or label == IGNORE:
+                continue
+            if heuristics and not _is_object_use(doc, span):
+                continue
+            negated = _negated(doc, span.start)
+            if negated and not include_negated:
+                continue
+            if dedupe and key in seen:
+                continue
+            seen.add(key)
+            out.append(Mention(span.text, key, label, span.start_char, span.end_char, negated))
+        return out
+
+    def phrase_label(self, phrase: str) -> tuple[str, str] | None:
+        """(lemma key, label) of a short noun phrase (an LLM-extracted object name): the whole
+        phrase if it is in the vocabulary, else its longest vocabulary suffix (the head noun:
+        "wooden park bench" → bench), else the same for the part before a preposition
+        ("cup of coffee" → cup). None when nothing matches or the phrase is IGNORE."""
+        words = [t.lemma_ for t in analyse(phrase) if not t.is_space and not t.is_punct]
+        while words and (words[0] in _DETERMINERS or words[0].isdigit() or words[0] in _NUMBER_WORDS
+                         or words[0] == "of"):
+            words = words[1:]
+        if not words:
+            return None
+        candidates = [words]
+        for prep in ("of", "with", "on", "in", "at", "for", "from", "near", "by"):
+            if prep in words[1:]:
+                candidates.append(words[:words.index(prep, 1)])
+        for cand in candidates:
+            for i in range(len(cand)):
+                key = " ".join(cand[i:])
+                label = self._labels.get(key)
+                if label == IGNORE:
+                    return None
+                if label is not None:
+                    return key, label
+        return None
+
+
+_NUMBER_WORDS = frozenset({"two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
+                           "several", "many", "few", "multiple", "various", "numerous", "couple",
+                           "group", "pair", "any", "other", "more"})
+
+
+def _is_object_use(doc, span) -> bool:
+    """Cheap part-of-speech stand-ins: colour "orange", verbs after pronouns/modals, modal "can"."""
+    first = span[0]
+    prev = doc[span.start - 1].lower_ if span.start > 0 else ""
+    nxt = doc[span.end] if span.end < len(doc) else None
+    if len(span) == 1 and first.lower_ in _NEEDS_DETERMINER:
+        return prev in _DETERMINERS
+    if len(span) == 1 and prev in _VERB_CONTEXT:
+        return False
+    if len(span) == 1 and first.lower_ in _COLOUR_WORDS:  # singular "orange" only
+        if prev in _COPULAS:
+            return False
+        if nxt is not None:
+            if nxt.text == "-":
+                return False
+            if nxt.lower_ in ("and", "or", ",", "/") and span.end + 1 < len(doc) \
+                    and doc[span.end + 1].lower_ in _COLOURS:
+                return False
+            if nxt.is_alpha and not nxt.is_stop and nxt.lower_ not in _FRUIT_FOLLOWERS:
+                return False
+    return True
+
+
+def _negated(doc, start: int) -> bool:
+    for i in range(start - 1, max(-1, start - 1 - _NEGATION_WINDOW), -1):
+        word = doc[i].lower_
+        if word in _CLAUSE_BREAKS:
+            return False
+        if word in NEGATORS:
+            return True
+    return False
+
+
+# -- the COCO vocabulary ---------------------------------------------------------------------------
+def _coco_phrases() -> dict[str, str]:
+    phrases: dict[str, str] = {}
+    for phrase in _IGNORED_PHRASES:
+        phrases[phrase] = IGNORE
+    for sport in _SPORTS:
+        for place in _SPORT_PLACES:
+            phrases[f"{sport} {place}"] = IGNORE
+        phrases[f"{sport} player"] = "person"
+        phrases[f"{sport} fan"] = "person"
+    for animal in _ANIMALS:
+        for modifier in _ANIMAL_MODIFIERS:
+            phrases[f"{modifier} {animal}"] = animal
+    phrases["passenger train"] = "train"
+    phrases["passenger jet"] = "airplane"
+    for cls, synonyms in SYNONYMS.items():
+        for synonym in synonyms:
+            phrases.setdefault(synonym, cls)
+    return phrases
+
+
+@functools.lru_cache(maxsize=1)
+def coco_vocabulary() -> PhraseVocabulary:
+    """The COCO synonym table as a PhraseVocabulary (built once, ~0.5 s)."""
+    return PhraseVocabulary(_coco_phrases())
+
+
+def extract_coco_mentions(text: str, *, include_negated: bool = False, dedupe: bool = True) -> list[Mention]:
+    """COCO object mentions in free text (label = canonical class), in order, de-duplicated by
+    lemma ("dog" and "dogs" are one mention; "dog" and "puppy" are two, as in CHAIR)."""
+    return coco_vocabulary().mentions(text, include_negated=include_negated, dedupe=dedupe)
+
+
+def extract_coco_objects(text: str) -> list[str]:
+    """Surface strings of the (non-negated, de-duplicated) COCO object mentions in `text`."""
+    return [m.text for m in extract_coco_mentions(text)]
+
+
+def coco_classes_in(text: str) -> list[str]:
+    """Distinct canonical classes mentioned (non-negated) in `text`, in order of first mention."""
+    return list(dict.fromkeys(m.label for m in extract_coco_mentions(text)))
+
+
+def coco_class(phrase: str) -> str | None:
+    """Canonical class of one object name (e.g. from the LLM judge's list), or None: the whole
+    phrase, else its head noun ("park bench" → bench, "dog leash" → None)."""
+    hit = coco_vocabulary().phrase_label(phrase)
+    return hit[1] if hit else None
+
+
+def coco_phrase_mentions(phrases: Iterable[str]) -> list[tuple[str, str, str]]:
+    """(phrase, lemma key, class) for the COCO objects in a list of extracted object names: each
+    name is split on "and" / "or" / "," / "&", mapped with `coco_class`'s rules, and the results
+    de-duplicated by lemma key in order (unknown names dropped)."""
+    out: list[tuple[str, str, str]] = []
+    seen: set[str] = set()
+    vocab = coco_vocabulary()
+    for phrase in phrases:
+        if not isinstance(phrase, str):
+            continue
+        for part in re.split(r",|&|\band\b|\bor\b|/", phrase.lower()):
+            part = part.strip()
+            if not part:
+                continue
+            hit = vocab.phrase_label(part)
+            if hit and hit[0] not in seen:
+                seen.add(hit[0])
+                out.append((part, hit[0], hit[1]))
+    return out
+
+
+def canonical_class(name: str) -> str | None:
+    """A COCO category name (as in instances_*.json) or synonym → canonical class."""
+    name = name.strip().lower()
+    if name in SYNONYMS:
+        return name
+    return coco_class(name)

@@ -1,0 +1,60 @@
+"""Labeler scoring: every claim's yes/no question answered with the image → verdicts → scores.
+
+    from rlaifv_core.judge import judge_candidates
+    verdicts = judge_candidates(labeler_backend, prompts_frame, claims_frame, config.judge)
+
+Verdict = p_yes / (p_yes + p_no) > threshold with p_yes = P(yes)+P(Yes) and p_no = P(no)+P(No)
+of the first answer token (a tie is a rejection, as in the original). Score = −#rejected claims.
+All questions about one image go to the labeler in one call, so the image and prompt prefix are
+encoded once and shared (see HFBackend.yes_no). An answer with no claims keeps its row: score 0
+and `zero_claims=True`, counted, never silently dropped. Probabilities are kept.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import pandas as pd
+
+from .backends.base import Backend, YesNo
+from .images import decode_image
+from .oom import run_with_oom_backoff
+
+VERDICT_COLUMNS = ["prompt_id", "sample_idx", "p_yes", "p_no", "accepted", "n_claims", "n_rejected", "score",
+                   "zero_claims"]
+
+
+def verdicts_for(probabilities: list[YesNo], threshold: float) -> list[bool]:
+    return [p.accepted(threshold) for p in probabilities]
+
+
+def score(accepted: list[bool]) -> int:
+    """The original's answer score: minus the number of rejected claims (0 is best)."""
+    return -sum(1 for ok in accepted if not ok)
+
+
+def judge_candidates(labeler: Backend, prompts: pd.DataFrame, claims: pd.DataFrame, config, *,
+                     progress: Callable[[int, int], None] | None = None) -> pd.DataFrame:
+    prompt_records = prompts.set_index("prompt_id").to_dict("index")
+    rows = []
+    groups = list(claims.groupby("prompt_id", sort=True))
+    for done, (prompt_id, group) in enumerate(groups, start=1):
+        record = {**prompt_records[prompt_id], "prompt_id": prompt_id}
+        image = decode_image(record).image
+        questions = [q + config.question_suffix for qs in group["questions"] for q in qs]
+        probabilities = run_with_oom_backoff(labeler, lambda: labeler.yes_no(image, questions)) if questions else []
+        cursor = 0
+        for row in group.itertuples():
+            count = len(row.questions)
+            mine = probabilities[cursor:cursor + count]
+            cursor += count
+            accepted = verdicts_for(mine, config.threshold)
+            rows.append({
+                "prompt_id": prompt_id, "sample_idx": row.sample_idx,
+                "p_yes": [p.p_yes for p in mine], "p_no": [p.p_no for p in mine], "accepted": accepted,
+                "n_claims": count, "n_rejected": count - sum(accepted), "score": score(accepted),
+                "zero_claims": count == 0,
+            })
+        if progress:
+            progress(done, len(groups))
+    return pd.DataFrame(rows, columns=VERDICT_COLUMNS)

@@ -1,0 +1,46 @@
+"""Candidate sampling: n answers per (image, question) from the current policy.
+
+    from rlaifv_core.sampling import sample_candidates
+    candidates = sample_candidates(policy_backend, prompts_frame, config.sampling)
+
+Each prompt's seed is derived from the run seed and the prompt id, and each of its n samples
+from that, so a sample does not depend on batch size, shard boundaries or which worker ran it.
+Padding is on the left with a proper attention mask (the original passed none).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Callable
+
+import pandas as pd
+
+from .backends.base import Backend, GenerationSettings
+from .backends.hf import mix_seed
+from .images import decode_image
+from .oom import run_with_oom_backoff
+
+Progress = Callable[[int, int], None]
+
+
+def prompt_seed(base_seed: int, prompt_id: str) -> int:
+    return mix_seed(base_seed, int.from_bytes(hashlib.sha256(prompt_id.encode()).digest()[:8], "little"))
+
+
+def sample_candidates(policy: Backend, prompts: pd.DataFrame, config, *, progress: Progress | None = None,
+                      chunk: int = 32) -> pd.DataFrame:
+    settings = GenerationSettings(n=config.n, temperature=config.temperature, top_p=config.top_p,
+                                  top_k=config.top_k, max_new_tokens=config.max_new_tokens, seed=config.seed)
+    records = prompts.to_dict("records")
+    rows = []
+    for start in range(0, len(records), chunk):
+        part = records[start:start + chunk]
+        visual = [decode_image(r) for r in part]
+        seeds = [prompt_seed(config.seed, r["prompt_id"]) for r in part]
+        answers = run_with_oom_backoff(policy, lambda: policy.generate(visual, settings, seeds=seeds))
+        for record, samples in zip(part, answers):
+            for j, answer in enumerate(samples):
+                rows.append({"prompt_id": record["prompt_id"], "sample_idx": j, "answer": answer})
+        if progress:
+            progress(min(start + chunk, len(records)), len(records))
+    return pd.DataFrame(rows, columns=["prompt_id", "sample_idx", "answer"])

@@ -1,0 +1,200 @@
+"""The run store: artifacts of a run in a local folder or on S3, written atomically.
+
+    store = RunStore("runs", "demo")                 # or RunStore("s3://bucket/prefix", "demo")
+    ref = store.write_table("iter-1/pairs.parquet", df, schema="pairs")
+    df = store.read_table(ref)                       # verifies the content hash
+
+Tasks pass `ArtifactRef`s (uri + sha256 + rows + schema), never payloads. A file becomes
+visible only when complete: local files are written to a temporary name and renamed; S3
+objects appear only when their upload completes; folders (checkpoints) are complete only once
+their `_manifest.json`, written last, lists every file with its hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any
+
+import fsspec
+import pandas as pd
+from pydantic import BaseModel, ConfigDict
+
+MANIFEST = "_manifest.json"
+
+
+class ArtifactRef(BaseModel):
+    """A small, content-addressed pointer to an artifact in the run store."""
+
+    model_config = ConfigDict(frozen=True)
+
+    uri: str
+    sha256: str
+    rows: int | None = None
+    schema_name: str = "bytes"
+
+    @property
+    def short(self) -> str:
+        return self.sha256[:12]
+
+
+class ArtifactCorrupt(RuntimeError):
+    """An artifact's content does not match the hash its reference carries."""
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _storage_options(url: str, endpoint_url: str | None) -> dict[str, Any]:
+    if url.startswith("s3://") and endpoint_url:
+        # Credentials come from AWS_* environment variables only; never stored here.
+        return {"client_kwargs": {"endpoint_url": endpoint_url}}
+    return {}
+
+
+class RunStore:
+    """One run's folder inside a store URL."""
+
+    def __init__(self, url: str = "runs", run_name: str = "default", endpoint_url: str | None = None):
+        self.url = url.rstrip("/")
+        self.run_name = run_name
+        self.endpoint_url = endpoint_url
+        self.fs, root = fsspec.core.url_to_fs(self.url, **_storage_options(self.url, endpoint_url))
+        self.is_local = isinstance(self.fs, fsspec.implementations.local.LocalFileSystem)
+        self.root = f"{root.rstrip('/')}/{run_name}"
+        self.protocol = "" if self.is_local else f"{self.fs.protocol[0] if isinstance(self.fs.protocol, tuple) else self.fs.protocol}://"
+
+    @classmethod
+    def from_config(cls, store_config) -> "RunStore":
+        return cls(store_config.url, store_config.run_name, store_config.endpoint_url)
+
+    # -- paths ------------------------------------------------------------------------------
+    def uri(self, relpath: str) -> str:
+        return f"{self.protocol}{self.root}/{relpath.lstrip('/')}"
+
+    def _fs_path(self, uri: str) -> str:
+        return uri[len(self.protocol):] if self.protocol and uri.startswith(self.protocol) else uri
+
+    def exists(self, relpath_or_ref: str | ArtifactRef) -> bool:
+        uri = relpath_or_ref.uri if isinstance(relpath_or_ref, ArtifactRef) else self.uri(relpath_or_ref)
+        path = self._fs_path(uri)
+        if self.fs.isdir(path):
+            return self.fs.exists(f"{path}/{MANIFEST}")
+        return self.fs.exists(path)
+
+    # -- bytes --------------------------------------------------------------------------------
+    def write_bytes(self, relpath: str, data: bytes, schema: str = "bytes", rows: int | None = None) -> ArtifactRef:
+        uri = self.uri(relpath)
+        path = self._fs_path(uri)
+        if self.is_local:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{Path(path).name}.", suffix=".tmp", dir=Path(path).parent)
+            try:
+                with os.fdopen(fd, "wb") as handle:
+                    handle.write(data)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                os.replace(tmp, path)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+        else:
+            # An object store publishes an object only when its (single or multipart) upload
+            # completes, so a killed writer leaves nothing under this key.
+            self.fs.pipe_file(path, data)
+        return ArtifactRef(uri=uri, sha256=sha256_bytes(data), rows=rows, schema_name=schema)
+
+    def read_bytes(self, ref: ArtifactRef | str, verify: bool = True) -> bytes:
+        uri = ref.uri if isinstance(ref, ArtifactRef) else self.uri(ref)
+        data = self.fs.cat_file(self._fs_path(uri))
+        if verify and isinstance(ref, ArtifactRef) and sha256_bytes(data) != ref.sha256:
+            raise ArtifactCorrupt(f"{uri}: content hash differs from the reference {ref.short}")
+        return data
+
+    # -- tables -------------------------------------------------------------------------------
+    def write_table(self, relpath: str, frame: pd.DataFrame, schema: str) -> ArtifactRef:
+        buffer = io.BytesIO()
+        frame.to_parquet(buffer, index=False)
+        return self.write_bytes(relpath, buffer.getvalue(), schema=schema, rows=len(frame))
+
+    def read_table(self, ref: ArtifactRef | str) -> pd.DataFrame:
+        return pd.read_parquet(io.BytesIO(self.read_bytes(ref)))
+
+    # -- json ---------------------------------------------------------------------------------
+    def write_json(self, relpath: str, obj: Any, schema: str = "json") -> ArtifactRef:
+        data = json.dumps(obj, indent=2, sort_keys=True, default=str).encode()
+        rows = len(obj) if isinstance(obj, list) else None
+        return self.write_bytes(relpath, data, schema=schema, rows=rows)
+
+    def read_json(self, ref: ArtifactRef | str) -> Any:
+        return json.loads(self.read_bytes(ref))
+
+    # -- folders (checkpoints) ----------------------------------------------------------------
+    def write_folder(self, relpath: str, local_dir: str | Path, schema: str = "checkpoint") -> ArtifactRef:
+        """Copy a local folder into the store; complete only once its manifest exists."""
+        local_dir = Path(local_dir)
+        files = sorted(p for p in local_dir.rglob("*") if p.is_file() and p.name != MANIFEST)
+        manifest = {str(p.relative_to(local_dir)): sha256_file(p) for p in files}
+        manifest_bytes = json.dumps(manifest, indent=1, sort_keys=True).encode()
+        uri = self.uri(relpath)
+        path = self._fs_path(uri)
+        if self.is_local:
+            if local_dir.resolve() == Path(path).resolve():
+                staging = local_dir
+            else:
+                staging = Path(path).parent / f".{Path(path).name}.{uuid.uuid4().hex[:8]}.tmp"
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copytree(local_dir, staging)
+            (staging / MANIFEST).write_bytes(manifest_bytes)
+            if staging != local_dir:
+                if Path(path).exists():
+                    shutil.rmtree(path)
+                os.replace(staging, path)
+        else:
+            if self.fs.exists(f"{path}/{MANIFEST}"):
+                self.fs.rm_file(f"{path}/{MANIFEST}")
+            for file in files:
+                self.fs.put_file(str(file), f"{path}/{file.relative_to(local_dir)}")
+            self.fs.pipe_file(f"{path}/{MANIFEST}", manifest_bytes)
+        return ArtifactRef(uri=uri, sha256=sha256_bytes(manifest_bytes), rows=len(files), schema_name=schema)
+
+    def local_folder(self, ref: ArtifactRef, cache_dir: str | Path | None = None) -> Path:
+        """A local path holding the folder's files (downloaded and verified for remote stores)."""
+        path = self._fs_path(ref.uri)
+        manifest_bytes = self.fs.cat_file(f"{path}/{MANIFEST}")
+        if sha256_bytes(manifest_bytes) != ref.sha256:
+            raise ArtifactCorrupt(f"{ref.uri}: manifest hash differs from the reference {ref.short}")
+        if self.is_local:
+            return Path(path)
+        cache_dir = Path(cache_dir or Path(tempfile.gettempdir()) / "rlaifv-store-cache")
+        target = cache_dir / ref.sha256[:16]
+        if (target / MANIFEST).exists():
+            return target
+        staging = cache_dir / f".{ref.sha256[:16]}.{uuid.uuid4().hex[:8]}.tmp"
+        manifest = json.loads(manifest_bytes)
+        for name, digest in manifest.items():
+            local = staging / name
+            local.parent.mkdir(parents=True, exist_ok=True)
+            self.fs.get_file(f"{path}/{name}", str(local))
+            if sha256_file(local) != digest:
+                raise ArtifactCorrupt(f"{ref.uri}/{name}: content hash mismatch")
+        (staging / MANIFEST).write_bytes(manifest_bytes)
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(staging, target)
+        return target

@@ -1,0 +1,52 @@
+"""Task: candidates → atomic claims and their yes/no questions (`claims.parquet`)."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pandas as pd
+from prefect import task
+
+import rlaifv_core.claims as claims_core
+import rlaifv_core.questions as questions_core
+from rlaifv_core.config import ClaimsConfig, ModelsConfig, StoreConfig
+from rlaifv_core.roles import open_model
+from rlaifv_core.store import ArtifactRef
+
+from .common import Progress, artifact_key, counts_table, stage_cache, store_of
+
+
+def _role(spec):
+    return spec if spec.backend == "rules" else open_model(spec)
+
+
+@task(name="claims", cache_policy=stage_cache(claims_core, questions_core), persist_result=True, retries=2,
+      retry_delay_seconds=5)
+def split_and_rewrite(candidates_ref: ArtifactRef, prompts_ref: ArtifactRef, models: ModelsConfig, claims: ClaimsConfig,
+                      splitter_fingerprint: str, rewriter_fingerprint: str, store: StoreConfig,
+                      out_path: str) -> tuple[ArtifactRef, dict]:
+    run_store = store_of(store)
+    candidates = run_store.read_table(candidates_ref)
+    questions_by_prompt = run_store.read_table(prompts_ref).set_index("prompt_id")["question"]
+    pairs = [(questions_by_prompt[p], a) for p, a in zip(candidates["prompt_id"], candidates["answer"])]
+    progress = Progress("claims")
+    split = claims_core.split_claims(pairs, _role(models.splitter), claims)
+    progress(len(pairs) // 2, len(pairs))
+    rewritten = questions_core.rewrite_questions([r.claims for r in split], _role(models.rewriter), claims)
+    progress(len(pairs), len(pairs))
+    frame = pd.DataFrame({
+        "prompt_id": candidates["prompt_id"],
+        "sample_idx": candidates["sample_idx"],
+        "claims": [r.claims for r in split],
+        "questions": [q.questions for q in rewritten],
+        "split_failed": [r.failure is not None for r in split],
+        "split_failure": [r.failure for r in split],
+        "question_fallback": [q.fallback_reason for q in rewritten],
+    })
+    counts = Counter(answers=len(frame), claims=int(frame["claims"].map(len).sum()),
+                     answers_without_claims=int((frame["claims"].map(len) == 0).sum()),
+                     split_failures=int(frame["split_failed"].sum()),
+                     question_fallbacks=int(frame["question_fallback"].notna().sum()))
+    ref = run_store.write_table(out_path, frame, schema="claims")
+    counts_table(artifact_key(store.run_name, out_path, "counts"), "claims", dict(counts))
+    return ref, dict(counts)

@@ -1,0 +1,101 @@
+"""What every stage task shares: the run store, cache policy, result storage, progress reporting.
+
+Tasks are thin: read artifact refs → call rlaifv_core → write an artifact → return its ref.
+Cache keys are built from the task's inputs (artifact refs carry content hashes; config sections
+and model fingerprints are plain values), the task's source and the source of the core modules
+it calls, so an unchanged re-run is all cache hits and a changed setting recomputes exactly what
+depends on it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
+from prefect.cache_policies import INPUTS, TASK_SOURCE, CachePolicy
+from prefect.logging import get_run_logger
+
+from rlaifv_core.store import ArtifactRef, RunStore
+
+
+class CoreSource(CachePolicy):
+    """Invalidates the cache when the source of the science a task calls changes."""
+
+    def __init__(self, *modules):
+        super().__init__()
+        self.modules = modules
+
+    def compute_key(self, task_ctx, inputs: dict[str, Any], flow_parameters: dict[str, Any], **kwargs) -> Optional[str]:
+        digest = hashlib.sha256()
+        for module in self.modules:
+            digest.update(inspect.getsource(module).encode())
+        return digest.hexdigest()
+
+
+def stage_cache(*core_modules) -> CachePolicy:
+    return INPUTS + TASK_SOURCE + CoreSource(*core_modules)
+
+
+def store_of(store_config) -> RunStore:
+    return RunStore.from_config(store_config)
+
+
+def result_storage_for(store_config):
+    """Prefect result storage inside the run store, so the store alone is enough to resume."""
+    from prefect.filesystems import LocalFileSystem, RemoteFileSystem
+
+    store = store_of(store_config)
+    if store.is_local:
+        path = Path(store.root) / ".prefect-results"
+        path.mkdir(parents=True, exist_ok=True)
+        return LocalFileSystem(basepath=str(path))
+    settings = {"client_kwargs": {"endpoint_url": store_config.endpoint_url}} if store_config.endpoint_url else {}
+    return RemoteFileSystem(basepath=f"{store.uri('.prefect-results')}", settings=settings)
+
+
+def local_checkpoint(store_config, ref: ArtifactRef | None) -> Path | None:
+    return None if ref is None else store_of(store_config).local_folder(ref)
+
+
+class Progress:
+    """A Prefect progress artifact plus a console progress line, updated at most every second."""
+
+    def __init__(self, label: str, total: int | None = None):
+        self.label = label
+        self.logger = get_run_logger()
+        self.started = time.time()
+        self.last = 0.0
+        try:
+            self.artifact_id = create_progress_artifact(progress=0.0, description=label)
+        except Exception:  # noqa: BLE001 - outside a run (tests of core code): console only
+            self.artifact_id = None
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.time()
+        if now - self.last < 1.0 and done < total:
+            return
+        self.last = now
+        percent = 100.0 * done / max(total, 1)
+        elapsed = now - self.started
+        eta = elapsed / max(done, 1) * (total - done)
+        bar = "#" * int(percent // 5)
+        print(f"\r{self.label:<28} [{bar:<20}] {done}/{total} {percent:5.1f}% {elapsed:5.0f}s eta {eta:4.0f}s",
+              end="\n" if done >= total else "", flush=True)
+        if self.artifact_id is not None:
+            update_progress_artifact(self.artifact_id, progress=percent)
+
+
+def counts_table(key: str, stage: str, counts: dict) -> None:
+    """A table artifact of a stage's counts (in, out, skipped and why)."""
+    rows = [{"stage": stage, "count": name, "value": str(value)} for name, value in counts.items()]
+    create_table_artifact(key=key, table=rows, description=f"{stage}: counts")
+
+
+def artifact_key(*parts: Any) -> str:
+    """Prefect artifact keys allow lowercase letters, digits and dashes only."""
+    text = "-".join(str(p) for p in parts).lower()
+    return "".join(c if c.isalnum() else "-" for c in text).strip("-")[:120]

@@ -1,0 +1,26 @@
+"""Task: one shard of prompts' claims → labeler verdicts and answer scores."""
+
+from __future__ import annotations
+
+from prefect import task
+
+import rlaifv_core.backends.hf as hf
+import rlaifv_core.judge as core
+from rlaifv_core.config import JudgeConfig, ModelSpec, StoreConfig
+from rlaifv_core.roles import open_model
+from rlaifv_core.store import ArtifactRef
+
+from .common import Progress, stage_cache, store_of
+
+
+@task(name="judge", cache_policy=stage_cache(core, hf), persist_result=True, retries=2, retry_delay_seconds=5)
+def judge_shard(prompts_ref: ArtifactRef, claims_ref: ArtifactRef, shard: tuple[int, int], labeler: ModelSpec,
+                labeler_fingerprint: str, judge: JudgeConfig, store: StoreConfig, out_path: str) -> ArtifactRef:
+    run_store = store_of(store)
+    prompts = run_store.read_table(prompts_ref).iloc[shard[0]:shard[1]]
+    claims = run_store.read_table(claims_ref)
+    claims = claims[claims["prompt_id"].isin(set(prompts["prompt_id"]))]
+    backend = open_model(labeler)
+    verdicts = core.judge_candidates(backend, prompts, claims, judge, progress=Progress(f"judging {shard[0]}-{shard[1]}"))
+    verdicts["labeler_id"] = labeler_fingerprint
+    return run_store.write_table(out_path, verdicts, schema="verdicts")

@@ -1,0 +1,36 @@
+"""Shared fixtures: tiny random-init LLaVA models built in code (seconds), offline settings."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest
+import torch
+
+from rlaifv_core.backends.hf import HFBackend
+from rlaifv_core.shapes.models import ModelSize, build_model, build_processor
+
+TINY = ModelSize(text_hidden=32, text_layers=2, text_heads=2, vision_hidden=32, vision_layers=1, vision_heads=2)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """A tiny LLaVA saved with save_pretrained (safetensors), reloadable through the Auto classes."""
+    path = tmp_path_factory.mktemp("tiny-llava")
+    processor = build_processor()
+    model = build_model(processor, TINY, seed=0)
+    model.save_pretrained(path)
+    processor.save_pretrained(path)
+    return path
+
+
+@pytest.fixture()
+def tiny_backend(tiny_model_dir):
+    from rlaifv_core.config import ModelSpec
+
+    torch.manual_seed(0)
+    return HFBackend.from_spec(ModelSpec(name_or_path=str(tiny_model_dir), batch_size=8))

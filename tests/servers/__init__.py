@@ -1,0 +1,1 @@
+"""Small in-process HTTP servers the tests talk to (OpenAI-compatible VLM, …)."""

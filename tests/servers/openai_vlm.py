@@ -1,0 +1,317 @@
+"""A small OpenAI-compatible server backed by a real (tiny, random-init) LLaVA, for tests.
+
+    backend = tiny_vlm_backend()
+    server = OpenAIVLMServer(backend, model_name="tiny-vlm", api_key="sk-test")
+    base_url, stop = serve_in_thread(server.app)
+    try:
+        server.faults.push(Fault.status(500))          # the next request fails once
+        ...  # OpenAIBackend.from_spec(ModelSpec(backend="openai", base_url=base_url, ...))
+    finally:
+        stop()
+
+`/v1/chat/completions` takes the last user message (image_url parts as PNG/JPEG base64 data URLs,
+text parts) and answers with `n` samples from `HFBackend.generate` (seeded by `seed`, so replies
+are reproducible), or, with `logprobs` + `max_tokens=1`, the greedy first token and its
+`top_logprobs` from the model's next-token log-softmax. `/v1/models` lists the one model.
+
+Faults are scripted by the test: `server.faults.push(...)` queues one-shot faults consumed by the
+next requests in order; `server.faults.always = fault` applies one to every request.
+`server.requests` records every request (headers that matter, the JSON body, arrival time).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import threading
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from PIL import Image
+from starlette.concurrency import run_in_threadpool
+
+from rlaifv_core.backends.base import GenerationSettings, VisualPrompt
+from rlaifv_core.backends.hf import HFBackend
+
+TINY = dict(text_hidden=32, text_layers=1, vision_hidden=32, vision_layers=1, text_heads=2, vision_heads=2)
+
+
+def tiny_vlm_backend(seed: int = 0, answer_bias: float = 3.0, name: str = "tiny-vlm") -> HFBackend:
+    """A random-init tiny shapes-world LLaVA wrapped in HFBackend.
+
+    A random model spreads its next-token mass almost evenly over the ~50-word vocabulary, so
+    "yes"/"no" would often fall outside the API's top 20 alternatives. `answer_bias` adds a bias to
+    their logits (a trained labeler's prior), so both stay in the top 20 while still varying with
+    the image and question."""
+    from rlaifv_core.shapes.models import ModelSize, build_model, build_processor
+
+    processor = build_processor()
+    model = build_model(processor, ModelSize(**TINY), seed=seed)
+    if answer_bias:
+        tokenizer = processor.tokenizer
+        old = model.lm_head
+        head = torch.nn.Linear(old.in_features, old.out_features, bias=True)
+        with torch.no_grad():
+            head.weight.copy_(old.weight)
+            head.bias.zero_()
+            for word in ("yes", "no"):
+                head.bias[tokenizer.convert_tokens_to_ids(word)] = answer_bias
+        model.lm_head = head
+    return HFBackend(model.eval(), processor, name=name, fingerprint=f"test:{name}:{seed}", is_vlm=True)
+
+
+# -- faults --------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Fault:
+    """What the server does to one request instead of (or before) answering it."""
+
+    kind: str  # status | sleep | malformed | model | no_logprobs
+    status: int = 500
+    headers: dict = field(default_factory=dict)
+    seconds: float = 0.0
+    model: str | None = None
+
+    @classmethod
+    def http(cls, status: int = 500, **headers: str) -> "Fault":
+        return cls("status", status=status, headers={k.replace("_", "-"): v for k, v in headers.items()})
+
+    @classmethod
+    def rate_limit(cls, retry_after: float = 1) -> "Fault":
+        return cls("status", status=429, headers={"retry-after": f"{retry_after:g}"})
+
+    @classmethod
+    def sleep(cls, seconds: float) -> "Fault":
+        """Answer normally, but only after `seconds` (longer than the client timeout = a timeout)."""
+        return cls("sleep", seconds=seconds)
+
+    @classmethod
+    def malformed(cls) -> "Fault":
+        """HTTP 200, content-type application/json, a truncated JSON body."""
+        return cls("malformed")
+
+    @classmethod
+    def other_model(cls, name: str) -> "Fault":
+        """Answer normally but report a different model name."""
+        return cls("model", model=name)
+
+    @classmethod
+    def no_logprobs(cls) -> "Fault":
+        """Answer normally but leave out logprobs (a server that does not support them)."""
+        return cls("no_logprobs")
+
+
+class FaultScript:
+    """One-shot faults consumed in order, plus an optional fault applied to every request."""
+
+    def __init__(self):
+        self._queue: deque[Fault] = deque()
+        self._lock = threading.Lock()
+        self.always: Fault | None = None
+
+    def push(self, *faults: Fault) -> None:
+        with self._lock:
+            self._queue.extend(faults)
+
+    def pop(self) -> Fault | None:
+        with self._lock:
+            if self._queue:
+                return self._queue.popleft()
+        return self.always
+
+    def clear(self) -> None:
+        with self._lock:
+            self._queue.clear()
+        self.always = None
+
+    def __len__(self) -> int:
+        return len(self._queue)
+
+
+# -- the model side ------------------------------------------------------------------------------
+def decode_data_url(url: str) -> Image.Image:
+    if not url.startswith("data:") or ";base64," not in url:
+        raise ValueError("only base64 data URLs are accepted")
+    image = Image.open(io.BytesIO(base64.b64decode(url.split(";base64,", 1)[1])))
+    image.load()
+    return image.convert("RGB")
+
+
+def prompt_from_messages(messages: list[dict]) -> VisualPrompt:
+    """The last user turn as a VisualPrompt (its first image, its text parts joined)."""
+    users = [m for m in messages if m.get("role") == "user"]
+    if not users:
+        raise ValueError("no user message")
+    content = users[-1].get("content")
+    if isinstance(content, str):
+        return VisualPrompt(None, content)
+    image, texts = None, []
+    for part in content or []:
+        if part.get("type") == "text":
+            texts.append(part.get("text", ""))
+        elif part.get("type") == "image_url" and image is None:
+            image = decode_data_url(part["image_url"]["url"])
+    return VisualPrompt(image, " ".join(texts))
+
+
+class TinyVLMEngine:
+    """Runs requests on an HFBackend, one at a time (the processor is not thread-safe)."""
+
+    def __init__(self, backend: HFBackend):
+        self.backend = backend
+        self.lock = threading.Lock()
+
+    @torch.inference_mode()
+    def first_token_logprobs(self, prompt: VisualPrompt) -> torch.Tensor:
+        with self.lock:
+            b = self.backend
+            text = b.render(prompt.question, with_image=prompt.image is not None)
+            batch = b.encode([text], [prompt.image] if prompt.image is not None else None)
+            logits = b.model(**batch).logits[0, -1].float()
+            return torch.log_softmax(logits, dim=-1)
+
+    def generate(self, prompt: VisualPrompt, settings: GenerationSettings) -> list[str]:
+        with self.lock:
+            return self.backend.generate([prompt], settings, seeds=[settings.seed])[0]
+
+    def token_text(self, token_id: int) -> str:
+        return self.backend.tokenizer.decode([token_id])
+
+
+def _error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"message": message, "type": "invalid_request_error" if status < 500
+                                   else "server_error", "code": status}}, status_code=status, headers=headers)
+
+
+class OpenAIVLMServer:
+    """The FastAPI app plus the test's handles on it (faults, request log)."""
+
+    def __init__(self, backend: HFBackend, *, model_name: str = "tiny-vlm", api_key: str | None = None):
+        self.engine = TinyVLMEngine(backend)
+        self.model_name = model_name
+        self.api_key = api_key
+        self.faults = FaultScript()
+        self.requests: list[dict] = []
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.app = self._build_app()
+
+    def _build_app(self) -> FastAPI:
+        app = FastAPI(title="tiny OpenAI-compatible VLM (tests)")
+
+        @app.get("/v1/models")
+        async def models(request: Request):
+            if not self._authorised(request):
+                return _error(401, "Incorrect API key provided.")
+            return {"object": "list", "data": [{"id": self.model_name, "object": "model", "created": 0,
+                                                "owned_by": "tests"}]}
+
+        @app.post("/v1/chat/completions")
+        async def chat_completions(request: Request):
+            arrived = time.monotonic()
+            try:
+                body = await request.json()
+            except ValueError:
+                return _error(400, "body is not JSON")
+            self.requests.append({"t": arrived, "authorized": self._authorised(request), "body": body})
+            if not self._authorised(request):
+                return _error(401, "Incorrect API key provided.")
+            self.in_flight += 1  # one event loop: no lock needed
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            try:
+                return await self._answer(body)
+            finally:
+                self.in_flight -= 1
+
+        return app
+
+    async def _answer(self, body: dict):
+        fault = self.faults.pop()
+        reported = self.model_name
+        drop_logprobs = False
+        if fault is not None:
+            if fault.kind == "status":
+                return _error(fault.status, f"scripted fault {fault.status}", headers=fault.headers)
+            if fault.kind == "sleep":
+                await asyncio.sleep(fault.seconds)
+            elif fault.kind == "malformed":
+                return Response(content=b'{"id": "chatcmpl-broken", "object": "chat.completion", "choices": [{"ind',
+                                media_type="application/json")
+            elif fault.kind == "model":
+                reported = fault.model
+            elif fault.kind == "no_logprobs":
+                drop_logprobs = True
+        try:
+            choices = await run_in_threadpool(self._choices, body)
+        except ValueError as exc:
+            return _error(400, str(exc))
+        if drop_logprobs:
+            for choice in choices:
+                choice["logprobs"] = None
+        return {"id": f"chatcmpl-{uuid.uuid4().hex[:12]}", "object": "chat.completion",
+                "created": int(time.time()), "model": reported, "choices": choices,
+                "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}}
+
+    def _authorised(self, request: Request) -> bool:
+        return self.api_key is None or request.headers.get("authorization") == f"Bearer {self.api_key}"
+
+    def _choices(self, body: dict) -> list[dict]:
+        # Any requested model name is answered; the reply reports the server's own name.
+        prompt = prompt_from_messages(body.get("messages") or [])
+        n = int(body.get("n") or 1)
+        max_tokens = int(body.get("max_tokens") or body.get("max_completion_tokens") or 64)
+        temperature = float(body["temperature"]) if body.get("temperature") is not None else 1.0
+        if body.get("logprobs"):
+            if max_tokens != 1 or n != 1 or temperature != 0:
+                raise ValueError("this test server returns logprobs only for n=1, max_tokens=1, temperature=0")
+            k = int(body.get("top_logprobs") or 0)
+            if not 0 <= k <= 20:
+                raise ValueError("top_logprobs must be between 0 and 20")
+            logprobs = self.engine.first_token_logprobs(prompt)
+            top = torch.topk(logprobs, min(max(k, 1), logprobs.shape[-1]))
+            chosen = int(top.indices[0])
+            entry = lambda i: {"token": self.engine.token_text(int(i)), "logprob": float(logprobs[int(i)]),
+                               "bytes": list(self.engine.token_text(int(i)).encode())}
+            first = entry(chosen)
+            first["top_logprobs"] = [entry(i) for i in top.indices[:k].tolist()]
+            return [{"index": 0, "message": {"role": "assistant", "content": first["token"]},
+                     "finish_reason": "length", "logprobs": {"content": [first]}}]
+        settings = GenerationSettings(n=n, temperature=temperature, top_p=float(body.get("top_p") or 1.0),
+                                      top_k=body.get("top_k"), max_new_tokens=max_tokens,
+                                      seed=int(body.get("seed") or 0))
+        texts = self.engine.generate(prompt, settings)
+        return [{"index": i, "message": {"role": "assistant", "content": text}, "finish_reason": "stop",
+                 "logprobs": None} for i, text in enumerate(texts)]
+
+
+# -- running it ----------------------------------------------------------------------------------
+def serve_in_thread(app, host: str = "127.0.0.1", startup_timeout_s: float = 10.0) -> tuple[str, Callable[[], None]]:
+    """Start uvicorn on a free port in a daemon thread; returns (base_url ending in /v1, stop)."""
+    config = uvicorn.Config(app, host=host, port=0, log_level="warning", access_log=False, lifespan="off",
+                            timeout_graceful_shutdown=1)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="openai-vlm-test-server", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + startup_timeout_s
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            server.should_exit = True
+            raise RuntimeError("the test server did not start")
+        time.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+
+    def stop() -> None:
+        server.should_exit = True
+        thread.join(timeout=3)
+        if thread.is_alive():
+            server.force_exit = True
+            thread.join(timeout=3)
+
+    return f"http://{host}:{port}/v1", stop
