@@ -69,8 +69,8 @@ def generate(config: RunConfig = RunConfig(), iteration: int = 1, policy_checkpo
 
     claims_ref, claim_counts = _with_storage(split_and_rewrite, config, retries=True)(
         candidates_ref, prompts_ref, config.models, config.claims,
-        model_fingerprint(config.models.splitter), model_fingerprint(config.models.rewriter), config.store,
-        f"{folder}/claims.parquet")
+        model_fingerprint(config.models.splitter), model_fingerprint(config.models.rewriter),
+        config.iteration.seed * 1000 + iteration, config.store, f"{folder}/claims.parquet")
 
     judge = _with_storage(judge_shard, config, retries=True)
     judged = [judge.submit(prompts_ref, claims_ref, part, config.models.labeler, labeler_fp, config.judge, config.store,

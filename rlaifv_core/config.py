@@ -188,6 +188,19 @@ class DPOConfig(_Section):
     )
     seed: int = Field(42, description="Trainer seed (original HF default 42).")
     gradient_checkpointing: bool = Field(False, description="Trade compute for memory.")
+    logging_steps: int = Field(2, description="Log training metrics every n optimizer steps (original 2).")
+    dtype: Literal["auto", "float32", "bfloat16"] = Field(
+        "auto",
+        description="Weights during training and for the reference log-probs: auto = float32 weights with bf16 "
+        "autocast on a bf16-capable GPU (plain float32 on the CPU); bfloat16 = pure bf16 weights.",
+    )
+    ref_batch_size: int = Field(8, description="Pairs per forward pass when computing cached reference log-probs.")
+    quantization: Literal["none", "4bit"] = Field(
+        "none", description="QLoRA: load the frozen base in 4-bit (needs lora=true, a CUDA GPU and bitsandbytes)."
+    )
+    num_processes: int | None = Field(
+        None, description="Processes for launcher=accelerate (default: the accelerate config's; 1 on the CPU)."
+    )
 
 
 class EvalConfig(_Section):
@@ -201,6 +214,8 @@ class EvalConfig(_Section):
         0.0, description="Generation temperature for evaluation (0 = greedy / beam search)."
     )
     num_beams: int = Field(3, description="Beam search width (original 3).")
+    samples_per_prompt: int = Field(1, description="Answers per prompt when sampling (temperature > 0).")
+    seed: int = Field(1234, description="Seed of evaluation sampling (the same for every checkpoint).")
     max_new_tokens: int = Field(1024, description="Evaluation answer budget (original 1024).")
     data: dict[str, str] = Field(
         default_factory=dict,

@@ -119,7 +119,7 @@ def remove_claims(answer: str, claims_to_remove: Sequence[str]) -> str | None:
 # -- assembly -----------------------------------------------------------------------------------------
 def build_pairs(scored: pd.DataFrame, prompts: pd.DataFrame, config, *, policy_id: str, labeler_id: str,
                 ds_name: str = "rlaifv-flows") -> tuple[pd.DataFrame, dict]:
-    counts: Counter = Counter()
+    counts: Counter = Counter({"prompts": 0, "skipped_split_failure": 0})
     prompts = prompts.set_index("prompt_id", drop=False)
     rows: list[dict] = []
     for prompt_id, group in scored.groupby("prompt_id", sort=True):
@@ -152,8 +152,8 @@ def _paper_pairs(group: pd.DataFrame, config, rng: random.Random, counts: Counte
     counts["candidate_pairs"] += len(candidates)
     distinct = [(c, r) for c, r in candidates if group.at[c, "answer"].strip() != group.at[r, "answer"].strip()]
     counts["dropped_identical"] += len(candidates) - len(distinct)
+    counts["dropped_per_prompt_cap"] += max(0, len(distinct) - config.per_prompt)
     if len(distinct) > config.per_prompt:
-        counts["dropped_per_prompt_cap"] += len(distinct) - config.per_prompt
         distinct = rng.sample(distinct, config.per_prompt)
     return [("paper", _side(group.loc[c]), _side(group.loc[r])) for c, r in distinct]
 
@@ -177,8 +177,8 @@ def _minimal_edit_pairs(group: pd.DataFrame, config, rng: random.Random, counts:
         chosen = _side(group.loc[i], text=edited, drop=rejected_claims)
         edits.append(("minimal_edit", chosen, _side(group.loc[i])))
     counts["minimal_edit_candidates"] += len(edits)
+    counts["dropped_per_prompt_cap"] += max(0, len(edits) - config.per_prompt)
     if len(edits) > config.per_prompt:
-        counts["dropped_per_prompt_cap"] += len(edits) - config.per_prompt
         edits = rng.sample(edits, config.per_prompt)
     made.extend(edits)
     clean = [i for i in group.index if group.at[i, "n_claims"] >= 2 and group.at[i, "score"] == 0]

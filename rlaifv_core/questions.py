@@ -406,7 +406,7 @@ _TRAILING = {".", "!", ";", ",", ":", "?", "…"}
 
 def _lower_first(tok: Tok) -> Tok:
     text = tok.text
-    if text == "I" or not text[:1].isupper():
+    if text == "I" or not text[:1].isupper() or not text.isalpha():
         return tok
     low = text.lower()
     if low in FUNCTION_WORDS or (text[1:].islower() or len(text) == 1) and lexicon().pos(low):
@@ -428,9 +428,9 @@ def rule_question(claim: str) -> str:
     hold a ball?". Raises ValueError only for an empty claim.
     """
     text = claim.strip()
-    if not text or not _is_word(text):
-        raise ValueError("empty claim")
-    first_alpha = next(ch for ch in text if ch.isalpha())
+    if not any(ch.isalnum() for ch in text):
+        raise ValueError(f"empty claim: {claim!r}")
+    first_alpha = next((ch for ch in text if ch.isalpha()), "a")
     natural = first_alpha.isupper()
     toks = tokens_of(text)
     while toks and toks[-1].text in _TRAILING:
@@ -539,7 +539,7 @@ def question_prompt_project(claims: Sequence[str]) -> str:
     return PROJECT_QUESTION_PROMPT.format(statements=statements)
 
 
-_MARKER = re.compile(r"^\s*(?:[-*•]\s+|[-*•](?=\S)|(\d{1,3})\s*[.)]\s*)")
+_MARKER = re.compile(r"^\s*(?:[-*•]\s+|[-•](?=[A-Za-z])|(\d{1,3})[.)]\s+)")
 _TEMPLATE_ECHO = re.compile(r"^\{.*\}$|^\.\.\.$|^…$")
 
 
@@ -560,8 +560,8 @@ def parse_list(text: str, *, require_marker: bool) -> tuple[list[str], list[int 
         if match:
             item = line[match.end():].strip()
             number = int(match.group(1)) if match.group(1) else None
-        elif require_marker or line.endswith(":"):
-            continue
+        elif require_marker or line.strip("*_ ").endswith(":"):
+            continue  # prose, or a header such as "Here are the facts:" / "**Facts:**"
         else:
             item, number = line, None
         item = item.strip().strip('"').strip()

@@ -47,15 +47,13 @@ def _load(spec, checkpoint_dir) -> Backend:
         from .shapes.oracle import OracleLabeler
 
         return OracleLabeler()
-    if spec.backend == "hf":
+    if checkpoint_dir is not None:
         from .backends.hf import HFBackend
 
         return HFBackend.from_spec(spec, path=checkpoint_dir)
-    if spec.backend == "openai":
-        from .backends.openai_api import OpenAIBackend
+    from .backends import load_backend
 
-        return OpenAIBackend.from_spec(spec)
-    raise ValueError(f"backend {spec.backend!r} does not serve a model (rules are not a model)")
+    return load_backend(spec)
 
 
 def forget_models() -> None:

@@ -23,16 +23,16 @@ def _role(spec):
 @task(name="claims", cache_policy=stage_cache(claims_core, questions_core), persist_result=True, retries=2,
       retry_delay_seconds=5)
 def split_and_rewrite(candidates_ref: ArtifactRef, prompts_ref: ArtifactRef, models: ModelsConfig, claims: ClaimsConfig,
-                      splitter_fingerprint: str, rewriter_fingerprint: str, store: StoreConfig,
+                      splitter_fingerprint: str, rewriter_fingerprint: str, seed: int, store: StoreConfig,
                       out_path: str) -> tuple[ArtifactRef, dict]:
     run_store = store_of(store)
     candidates = run_store.read_table(candidates_ref)
     questions_by_prompt = run_store.read_table(prompts_ref).set_index("prompt_id")["question"]
     pairs = [(questions_by_prompt[p], a) for p, a in zip(candidates["prompt_id"], candidates["answer"])]
     progress = Progress("claims")
-    split = claims_core.split_claims(pairs, _role(models.splitter), claims)
+    split = claims_core.split_claims(pairs, _role(models.splitter), claims, seed=seed)
     progress(len(pairs) // 2, len(pairs))
-    rewritten = questions_core.rewrite_questions([r.claims for r in split], _role(models.rewriter), claims)
+    rewritten = questions_core.rewrite_questions([r.claims for r in split], _role(models.rewriter), claims, seed=seed)
     progress(len(pairs), len(pairs))
     frame = pd.DataFrame({
         "prompt_id": candidates["prompt_id"],

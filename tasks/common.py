@@ -46,15 +46,20 @@ def store_of(store_config) -> RunStore:
 
 def result_storage_for(store_config):
     """Prefect result storage inside the run store, so the store alone is enough to resume."""
-    from prefect.filesystems import LocalFileSystem, RemoteFileSystem
+    from prefect.filesystems import RemoteFileSystem
 
     store = store_of(store_config)
     if store.is_local:
         path = Path(store.root) / ".prefect-results"
         path.mkdir(parents=True, exist_ok=True)
-        return LocalFileSystem(basepath=str(path))
+        return path  # Prefect reads a Path as a local folder (a plain string would be a block slug)
+    # A remote store needs a saved block. It holds the bucket path and endpoint only: credentials
+    # stay in the AWS_* environment of whoever runs the flow.
+    basepath = store.uri(".prefect-results")
     settings = {"client_kwargs": {"endpoint_url": store_config.endpoint_url}} if store_config.endpoint_url else {}
-    return RemoteFileSystem(basepath=f"{store.uri('.prefect-results')}", settings=settings)
+    name = "rlaifv-results-" + hashlib.sha256(f"{basepath}|{settings}".encode()).hexdigest()[:12]
+    RemoteFileSystem(basepath=basepath, settings=settings).save(name, overwrite=True)
+    return f"remote-file-system/{name}"
 
 
 def local_checkpoint(store_config, ref: ArtifactRef | None) -> Path | None:

@@ -168,8 +168,11 @@ _FRUIT_FOLLOWERS = frozenset({"slice", "slices", "wedge", "wedges", "peel", "pee
                               "segment", "segments"})
 _COPULAS = frozenset({"is", "are", "was", "were", "be", "been", "being", "looks", "look", "appears",
                       "bright", "dark", "light", "pale", "deep", "vibrant", "burnt", "neon"})
+# Nouns the lookup table reads as verb forms (ground → grind, stove → stave, dryer → dry …).
 _LEMMA_OVERRIDES = {"calves": "calf", "leaves": "leaf", "glasses": "glass", "'s": "'s", "skis": "ski",
-                    "people": "people", "media": "media", "data": "data"}
+                    "people": "people", "ground": "ground", "grounds": "ground", "stove": "stove",
+                    "stoves": "stove", "dove": "dove", "doves": "dove", "drier": "drier", "driers": "drier",
+                    "dryer": "dryer", "dryers": "dryer", "cola": "cola", "colas": "cola"}
 
 
 def _table_from_text(text: str) -> dict[str, tuple[str, ...]]:

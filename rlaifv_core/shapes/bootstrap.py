@@ -57,6 +57,9 @@ class ShapesBootstrapConfig(BaseModel):
     yes_no_share: float = Field(0.7, description="Share of yes/no examples in labeler stage 2.")
     yes_no_weight: float = Field(5.0, description="Loss weight of the yes/no token.")
     negated_share: float = Field(0.15, description="Share of yes/no questions asked about a negated claim.")
+    negative_mix: tuple[float, float, float] = Field(
+        (0.2, 0.5, 0.3), description="Weights of hard-negative kinds: absent partner, same colour, same shape.")
+    yes_no_learning_rate: float = Field(2e-3, description="Peak learning rate of labeler stage 2.")
 
     def digest(self) -> str:
         blob = json.dumps({"v": BOOTSTRAP_VERSION, **self.model_dump(mode="json")}, sort_keys=True)
@@ -91,18 +94,25 @@ def caption_example(world: ShapesWorld, rng: random.Random, qa_share: float, noi
     return scene.render(), question, world.caption(scene, rng, noisy=noisy), None
 
 
-def yes_no_example(world: ShapesWorld, rng: random.Random, negated_share: float):
+def yes_no_example(world: ShapesWorld, rng: random.Random, negated_share: float,
+                   negative_mix: tuple[float, float, float] = (1.0, 1.0, 1.0)):
     """A claim about the scene, rewritten as the pipeline rewrites it, with a balanced answer."""
     scene = world.scene(rng.getrandbits(40))
     present = canonical_order(scene.objects)
     if rng.random() < 0.5:
         obj, truth = rng.choice(present), True
     else:
-        kind = rng.random()
+        # Hard negatives: the absent partner (where the policy's prior errs), the same colour with
+        # another shape, the same shape with another colour (weights `negative_mix`); else any absent
+        # object. Same-colour negatives get the most weight: without them the labeler settles on the
+        # shortcut "yes iff the colour is present".
         absent = [o for o in OBJECT_TYPES if o not in scene.objects]
-        partners = [PARTNER[o] for o in present if PARTNER[o] not in scene.objects]
-        similar = [o for o in absent if any(o[0] == p[0] or o[1] == p[1] for p in present)]
-        pool = partners if kind < 0.4 and partners else similar if kind < 0.8 and similar else absent
+        pools = [
+            [PARTNER[o] for o in present if PARTNER[o] not in scene.objects],
+            [o for o in absent if any(o[0] == p[0] for p in present)],
+            [o for o in absent if any(o[1] == p[1] for p in present)],
+        ]
+        pool = pools[rng.choices(range(3), weights=negative_mix)[0]] or absent
         obj, truth = rng.choice(pool), False
     negated = rng.random() < negated_share
     claim = f"there is no {obj[0]} {obj[1]}" if negated else f"there is a {obj[0]} {obj[1]}"
@@ -135,12 +145,12 @@ def weighted_lm_loss(logits: torch.Tensor, labels: torch.Tensor, weights: torch.
 
 
 def train(model, processor, make_example, steps: int, config: ShapesBootstrapConfig, seed: int, label: str,
-          weight_first: float = 1.0) -> list[float]:
+          weight_first: float = 1.0, learning_rate: float | None = None) -> list[float]:
     from transformers import get_cosine_schedule_with_warmup
 
     rng = random.Random(seed)
     model.train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=0.0)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate or config.learning_rate, weight_decay=0.0)
     schedule = get_cosine_schedule_with_warmup(optimizer, min(50, steps // 10), steps)
     losses = []
     started = time.time()
@@ -177,11 +187,11 @@ def _train_role(role: str, config: ShapesBootstrapConfig, out_dir: str, threads:
 
         def mixed(r: random.Random):
             if r.random() < config.yes_no_share:
-                return yes_no_example(world, r, config.negated_share)
+                return yes_no_example(world, r, config.negated_share, config.negative_mix)
             return caption_example(world, r, config.qa_share, noisy=False)
 
         train(model, processor, mixed, config.labeler_yes_no_steps, config, config.seed + 102,
-              "labeler/yes-no", weight_first=config.yes_no_weight)
+              "labeler/yes-no", weight_first=config.yes_no_weight, learning_rate=config.yes_no_learning_rate)
     target = Path(out_dir) / role
     model.save_pretrained(target)
     processor.save_pretrained(target)

@@ -1,0 +1,62 @@
+"""Evaluate checkpoints on benchmarks and print a table.
+
+    python flows/evaluate.py                                   # the bootstrapped shapes policy
+    python flows/evaluate.py --model runs/shapes/iter-1/checkpoints/step-40 --model shapes:policy
+    python flows/evaluate.py --config configs/llava15-7b.yaml --model llava-hf/llava-1.5-7b-hf
+
+Each (model, benchmark) is one cached task; records (metrics, n, judge identity, generation
+settings) are written to the run store under `eval/` and summarised in a table artifact.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from prefect import flow
+from prefect.artifacts import create_table_artifact
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from rlaifv_core.config import RunConfig  # noqa: E402
+from rlaifv_core.roles import model_fingerprint  # noqa: E402
+from tasks.common import artifact_key, result_storage_for, store_of  # noqa: E402
+from tasks.evaluate import evaluate_model  # noqa: E402
+
+
+@flow(name="evaluate", log_prints=True)
+def evaluate(config: RunConfig = RunConfig(), models: list[str] | None = None) -> list[dict]:
+    """Evaluate each model (hub id, folder or shapes:policy; default: the configured policy)."""
+    run_store = store_of(config.store)
+    task = evaluate_model.with_options(result_storage=result_storage_for(config.store),
+                                       retries=config.iteration.retries, retry_delay_seconds=config.iteration.retry_delay_s)
+    rows = []
+    for name in models or [config.models.policy.name_or_path]:
+        spec = config.models.policy.model_copy(update={"name_or_path": name})
+        fingerprint = model_fingerprint(spec)
+        for bench in config.eval.benchmarks:
+            ref = task(spec, None, fingerprint, bench, config.eval, config.models.eval_judge, config.store,
+                       f"eval/{fingerprint[:12]}/{bench}.json")
+            record = run_store.read_json(ref)
+            rows.append({"model": name, "benchmark": bench, "n": record["n"],
+                         **{k: round(v, 4) for k, v in record["metrics"].items()}, "record": ref.uri})
+    create_table_artifact(key=artifact_key(config.store.run_name, "evaluation"), table=rows, description="evaluation")
+    return rows
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    from flows.cli import parse_config
+
+    config, args = parse_config(__doc__.splitlines()[0], argv,
+                                extra=lambda p: p.add_argument("--model", action="append", default=None))
+    rows = evaluate(config, args.model)
+    keys = [k for k in rows[0] if k not in ("record",)] if rows else []
+    print(" | ".join(keys))
+    for row in rows:
+        print(" | ".join(str(row[k]) for k in keys))
+    print("records:", *sorted({row["record"] for row in rows}), sep="\n  ")
+    return rows
+
+
+if __name__ == "__main__":
+    main()

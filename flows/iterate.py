@@ -1,0 +1,150 @@
+"""The main job: N RLAIF-V iterations, cached, resumable, retried and observable.
+
+    python flows/iterate.py                                     # the shapes world (configs/shapes.yaml)
+    python flows/iterate.py --config configs/llava15-7b.yaml    # the paper's recipe on GPUs
+    python flows/iterate.py iteration.iterations=2 prompts.per_iteration=100 store.run_name=quick
+
+For k = 1..N: fresh prompts → generate (sample, split, rewrite, judge, pairs) with the current
+policy → reference log-probs with the current policy → DPO → evaluate every checkpoint (and the
+starting policy) → select the best → it becomes the next policy and reference. Every stage is a
+content-cached task, so a killed run started again with the same config recomputes nothing that
+had finished. Prints a per-iteration table and the path of summary.json / summary.png.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from prefect import flow
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from pydantic import BaseModel
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from flows.generate import GenerateResult, generate  # noqa: E402
+from rlaifv_core.config import RunConfig, load_config  # noqa: E402
+from rlaifv_core.roles import model_fingerprint  # noqa: E402
+from rlaifv_core.selection import metric_value, select_checkpoint  # noqa: E402
+from rlaifv_core.store import ArtifactRef  # noqa: E402
+from rlaifv_core.summary import summary_plot, summary_table_markdown  # noqa: E402
+from tasks.common import artifact_key, local_checkpoint, result_storage_for, store_of  # noqa: E402
+from tasks.evaluate import evaluate_model  # noqa: E402
+from tasks.train_dpo import reference_logps, train_dpo  # noqa: E402
+
+DEFAULT_CONFIG = load_config()
+
+
+class IterationResult(BaseModel):
+    iteration: int
+    selected: str
+    policy: ArtifactRef | None
+    metrics: dict[str, float]
+    pairs: int
+    pair_counts: dict
+    dpo_metrics: dict[str, float]
+    scores: dict[str, dict[str, float]]
+
+
+def _flat(record: dict) -> dict[str, float]:
+    return {f"{record['benchmark']}.{k}": v for k, v in record["metrics"].items()}
+
+
+@flow(name="evaluate-checkpoints", log_prints=True)
+def evaluate_checkpoints(config: RunConfig, iteration: int, candidates: dict[str, ArtifactRef | None]) -> dict[str, dict]:
+    """Every candidate (name → checkpoint, None = the configured policy) on every benchmark."""
+    run_store = store_of(config.store)
+    task = evaluate_model.with_options(result_storage=result_storage_for(config.store),
+                                       retries=config.iteration.retries, retry_delay_seconds=config.iteration.retry_delay_s)
+    futures = {}
+    for name, checkpoint in candidates.items():
+        fingerprint = model_fingerprint(config.models.policy, local_checkpoint(config.store, checkpoint))
+        for bench in config.eval.benchmarks:
+            futures[(name, bench)] = task.submit(config.models.policy, checkpoint, fingerprint, bench, config.eval,
+                                                 config.models.eval_judge, config.store,
+                                                 f"iter-{iteration}/eval/{name}/{bench}.json")
+    scores: dict[str, dict] = {name: {} for name in candidates}
+    for (name, _), future in futures.items():
+        scores[name].update(_flat(run_store.read_json(future.result())))
+    return scores
+
+
+@flow(name="train", log_prints=True)
+def train_iteration(config: RunConfig, iteration: int, pairs: ArtifactRef, policy: ArtifactRef | None):
+    """Reference log-probs with the current policy (it is also the reference), then DPO."""
+    storage = result_storage_for(config.store)
+    retry = {"retries": config.iteration.retries, "retry_delay_seconds": config.iteration.retry_delay_s}
+    policy_fp = model_fingerprint(config.models.policy, local_checkpoint(config.store, policy))
+    ref = reference_logps.with_options(result_storage=storage, **retry)(
+        pairs, config.models.policy, policy, policy_fp, config.dpo, config.store, f"iter-{iteration}/ref_logps.parquet")
+    return train_dpo.with_options(result_storage=storage, **retry)(
+        pairs, ref, config.models.policy, policy, policy_fp, config.dpo, config.store, f"iter-{iteration}")
+
+
+@flow(name="iteration", log_prints=True)
+def run_iteration(config: RunConfig, iteration: int, policy: ArtifactRef | None, start_scores: dict[str, float],
+                  baseline_recall: float) -> IterationResult:
+    data: GenerateResult = generate(config, iteration=iteration, policy_checkpoint=policy)
+    trained = train_iteration(config, iteration, data.pairs, policy)
+    candidates = {"start": policy} | {f"step-{c.step}": c.ref for c in trained.checkpoints}
+    scores = evaluate_checkpoints(config, iteration, {k: v for k, v in candidates.items() if k != "start"})
+    scores["start"] = start_scores
+    decision = select_checkpoint(scores, config.selection, baseline_recall=baseline_recall)
+    store_of(config.store).write_json(f"iter-{iteration}/selection.json", decision.as_dict(), schema="selection")
+    print(f"iteration {iteration}: selected {decision.chosen} ({decision.rule})")
+    return IterationResult(iteration=iteration, selected=decision.chosen, policy=candidates[decision.chosen],
+                           metrics=scores[decision.chosen], pairs=data.pairs.rows or 0, pair_counts=data.counts["pairs"],
+                           dpo_metrics=trained.metrics, scores=scores)
+
+
+@flow(name="iterate", log_prints=True)
+def iterate(config: RunConfig = DEFAULT_CONFIG) -> dict:
+    """RLAIF-V: `config.iteration.iterations` rounds of feedback → DPO → evaluation → selection."""
+    run_store = store_of(config.store)
+    run_store.write_json("config.json", config.model_dump(mode="json"), schema="config")
+    start = evaluate_checkpoints(config, 0, {"start": None})["start"]
+    baseline_recall = metric_value(start, config.selection.tie_breaker)
+    rows = [{"iteration": 0, "selected": "start", "pairs": 0, "metrics": start}]
+    policy: ArtifactRef | None = None
+    for iteration in range(1, config.iteration.iterations + 1):
+        result = run_iteration(config, iteration, policy, start, baseline_recall)
+        policy, start = result.policy, result.metrics
+        rows.append({"iteration": iteration, "selected": result.selected, "pairs": result.pairs,
+                     "metrics": result.metrics, "pair_counts": result.pair_counts, "dpo": result.dpo_metrics,
+                     "policy": result.policy.uri if result.policy else None})
+    return write_summary(config, rows)
+
+
+def write_summary(config: RunConfig, rows: list[dict]) -> dict:
+    run_store = store_of(config.store)
+    summary = {"run": config.store.run_name, "iterations": rows, "final_policy": rows[-1].get("policy")}
+    json_ref = run_store.write_json("summary.json", summary, schema="summary")
+    png_ref = run_store.write_bytes("summary.png", summary_plot(rows, f"RLAIF-V: {config.store.run_name}"), schema="png")
+    metric_names = [m for m in rows[0]["metrics"] if m.split(".", 1)[-1] in
+                    ("chair_i", "chair_s", "recall", "mentions_per_answer", "hallucinated_per_answer", "correct_per_answer",
+                     "chair_s_refine", "score", "hallucination_rate")]
+    table = [{"iteration": r["iteration"], "selected": r["selected"], "pairs": r["pairs"],
+              **{k: round(v, 4) for k, v in r["metrics"].items() if k in metric_names},
+              **{f"dpo.{k}": round(v, 4) for k, v in (r.get("dpo") or {}).items()
+                 if k in ("rewards/accuracies", "rewards/margins", "loss")},
+              **{f"skipped.{k}": v for k, v in (r.get("pair_counts") or {}).items() if k.startswith("dropped")}}
+             for r in rows]
+    create_table_artifact(key=artifact_key(config.store.run_name, "iterations"), table=table,
+                          description="one row per iteration (0 = the starting policy)")
+    markdown = summary_table_markdown(rows, metric_names)
+    create_markdown_artifact(key=artifact_key(config.store.run_name, "summary"), markdown=markdown,
+                             description="RLAIF-V run summary")
+    print(markdown)
+    print(f"summary: {json_ref.uri}\nplot:    {png_ref.uri}")
+    return summary
+
+
+def main(argv: list[str] | None = None) -> dict:
+    from flows.cli import parse_config
+
+    config, _ = parse_config(__doc__.splitlines()[0], argv)
+    return iterate(config)
+
+
+if __name__ == "__main__":
+    main()

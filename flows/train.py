@@ -1,0 +1,118 @@
+"""DPO on any preference-pairs dataset: ours, or the public RLAIF-V-Dataset format.
+
+    python flows/train.py --pairs runs/shapes/iter-1/pairs.parquet --model shapes:policy
+    python flows/train.py --pairs openbmb/RLAIF-V-Dataset --limit 2000 --model llava-hf/llava-1.5-7b-hf \\
+        --config configs/llava15-7b.yaml dpo.lora=true dpo.learning_rate=1e-5
+    python flows/train.py --pairs s3://bucket/pairs/ --model ./policy --reference ./reference dpo.epochs=1
+
+Imports the pairs into the run store (`iter-<k>/pairs.parquet`, images inlined), computes the
+reference log-probs once (the reference is `--reference`, default the starting model itself), then
+trains with TRL's DPOTrainer and writes every checkpoint to `iter-<k>/checkpoints/step-<n>`.
+Prints the checkpoints and the final DPO metrics. Every stage is a cached Prefect task: a re-run
+with the same inputs recomputes nothing, a retried training resumes from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from pathlib import Path
+
+from prefect import flow, task
+from prefect.cache_policies import INPUTS, TASK_SOURCE
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `python flows/train.py` from a checkout
+
+from rlaifv_core.config import RunConfig, StoreConfig  # noqa: E402
+from rlaifv_core.roles import model_fingerprint  # noqa: E402
+from rlaifv_core.store import ArtifactRef  # noqa: E402
+from tasks.common import result_storage_for, store_of  # noqa: E402
+from tasks.train_dpo import TrainDPOResult, reference_logps, train_dpo  # noqa: E402
+
+PAIR_COLUMNS = ["ds_name", "image", "question", "chosen", "rejected", "origin_dataset", "origin_split", "idx",
+                "image_path"]
+
+
+def source_fingerprint(source: str, split: str, limit: int | None) -> str:
+    """Identity of a pairs source: content-derived for files (names, sizes, mtimes or object
+    checksums), the id/split/limit for a hub dataset."""
+    import fsspec
+
+    local = Path(source)
+    if "://" in source or local.exists():
+        fs, path = fsspec.core.url_to_fs(source)
+        files = sorted(fs.glob(f"{path.rstrip('/')}/**")) if fs.isdir(path) else [path]
+        digest = hashlib.sha256()
+        for file in files:
+            if not fs.isdir(file):
+                digest.update(f"{file}:{fs.ukey(file)}".encode())
+        return f"{source}#{digest.hexdigest()[:16]}#{limit}"
+    return f"hub:{source}@{split}[:{limit}]"
+
+
+@task(name="import-pairs", cache_policy=INPUTS + TASK_SOURCE, persist_result=True, retries=2, retry_delay_seconds=5)
+def import_pairs(source: str, fingerprint: str, split: str, limit: int | None, data_root: str | None,
+                 store: StoreConfig, out_path: str) -> ArtifactRef:
+    """Any pairs source → a self-contained pairs table in the store (image bytes inlined)."""
+    from rlaifv_core.dpo import image_bytes, load_pairs
+
+    frame = load_pairs(source, split=split, limit=limit).copy()
+    records = frame.to_dict("records")
+    paths = [r["image"].get("path") if isinstance(r.get("image"), dict) else None for r in records]
+    frame["image"] = [{"bytes": image_bytes(r, data_root), "path": p} for r, p in zip(records, paths)]
+    for column in PAIR_COLUMNS:
+        if column not in frame.columns:
+            frame[column] = "" if column != "idx" else range(len(frame))
+    frame["idx"] = frame["idx"].astype(str)
+    print(f"imported {len(frame)} pairs from {source}")
+    return store_of(store).write_table(out_path, frame, schema="pairs")
+
+
+@flow(name="train-dpo", log_prints=True)
+def train(config: RunConfig, pairs: str, model: str | None = None, iteration: int = 1, reference: str | None = None,
+          limit: int | None = None, split: str = "train", data_root: str | None = None) -> TrainDPOResult:
+    """Import pairs, reference log-probs (once), DPO with checkpoints every 1/k epoch."""
+    storage = result_storage_for(config.store)
+    retry = {"retries": config.iteration.retries, "retry_delay_seconds": config.iteration.retry_delay_s}
+    policy = config.models.policy if model is None else config.models.policy.model_copy(update={"name_or_path": model})
+    ref_spec = policy if reference is None else policy.model_copy(update={"name_or_path": reference})
+    folder = f"iter-{iteration}"
+    pairs_ref = import_pairs.with_options(result_storage=storage)(
+        pairs, source_fingerprint(pairs, split, limit), split, limit, data_root, config.store,
+        f"{folder}/pairs.parquet")
+    policy_fp = model_fingerprint(policy)
+    ref_fp = model_fingerprint(ref_spec)
+    ref_ref = reference_logps.with_options(result_storage=storage, **retry)(
+        pairs_ref, ref_spec, None, ref_fp, config.dpo, config.store, f"{folder}/ref_logps.parquet")
+    result = train_dpo.with_options(result_storage=storage, **retry)(
+        pairs_ref, ref_ref, policy, None, _combined(policy_fp, ref_fp), config.dpo, config.store, folder)
+    for checkpoint in result.checkpoints:
+        print(f"step {checkpoint.step:>6} epoch {checkpoint.epoch or 0:6.2f}  {checkpoint.ref.uri}")
+    print("DPO: " + ", ".join(f"{k}={v:.4g}" for k, v in result.metrics.items()))
+    return result
+
+
+def _combined(policy_fp: str, reference_fp: str) -> str:
+    """The starting policy and the reference are the same model in RLAIF-V; when they differ both count."""
+    return policy_fp if policy_fp == reference_fp else f"{policy_fp}+ref:{reference_fp}"
+
+
+def main(argv: list[str] | None = None) -> TrainDPOResult:
+    from flows.cli import parse_config
+
+    def extra(parser):
+        parser.add_argument("--pairs", required=True, help="pairs parquet file/folder, fsspec URL or datasets hub id")
+        parser.add_argument("--model", default=None, help="starting policy (default: models.policy)")
+        parser.add_argument("--reference", default=None, help="reference model (default: the starting policy)")
+        parser.add_argument("--iteration", type=int, default=1, help="store folder iter-<k>")
+        parser.add_argument("--limit", type=int, default=None, help="first n pairs only")
+        parser.add_argument("--split", default="train", help="hub dataset split")
+        parser.add_argument("--data-root", default=None, help="folder that relative image paths resolve in")
+
+    config, args = parse_config(__doc__.splitlines()[0], argv, extra=extra)
+    return train(config, args.pairs, model=args.model, iteration=args.iteration, reference=args.reference,
+                 limit=args.limit, split=args.split, data_root=args.data_root)
+
+
+if __name__ == "__main__":
+    main()

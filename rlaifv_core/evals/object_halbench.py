@@ -1,0 +1,394 @@
+"""Object HalBench: CHAIR metrics of detailed descriptions of 300 COCO-2014 images (method.md §7.1).
+
+    from rlaifv_core.evals.object_halbench import run_object_halbench
+    record = run_object_halbench("obj_halbench_300_with_image.jsonl",
+                                 instances=["instances_val2014.json", "instances_train2014.json"],
+                                 captions=["captions_val2014.json", "captions_train2014.json"],
+                                 backend=policy)                    # or answers="answers.jsonl"
+    record = run_object_halbench(..., judge=JudgeClient(judge_backend, cache_path=...))  # LLM extraction
+
+Inputs are user-supplied files: the benchmark jsonl (`image_id`, `question`, and `image` as base64
+or `image_path`), COCO 2014 instances and captions json files. Ground truth per image = the
+instance categories ∪ the COCO classes named in the GT captions (project extractor, coco.py).
+
+Object mentions of an answer come either from the LLM judge (the original extraction prompt,
+through JudgeClient; its JSON list mapped to classes with coco.py's table and head-noun fallback;
+an unparsable reply is recorded and the answer left out of the metrics) or from the LLM-free
+extractor (`extractor="llm-free"`, the default when no judge is given).
+
+Metrics (over the scored answers): chair_s = answers with ≥ 1 hallucinated mention / answers;
+chair_s_refine ("Response Hall" /100) = same / answers with ≥ 1 COCO mention; chair_i ("Object
+Hall" /100) = hallucinated mentions / mentions (mentions de-duplicated by lemma per answer; two
+synonyms of one class count twice); recall = Σ distinct correctly named classes / Σ GT classes;
+words_per_answer. Generation settings default to the original: beam 3, temperature 0, 1024 tokens.
+
+Shared helpers used by the other benchmarks live here too: `read_rows`, `load_image`,
+`align_answers`, `generate_answers`, `settings_record`.
+"""
+
+from __future__ import annotations
+
+import ast
+import base64
+import io
+import json
+import os
+import re
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from ..backends.base import Backend, GenerationSettings, VisualPrompt
+from .coco import coco_classes_in, coco_phrase_mentions, canonical_class, extract_coco_mentions
+from .judge import JudgeClient, JudgeRequest, summarise_answers
+
+#: The original evaluation generation: beam search 3, greedy, 1024 new tokens.
+EVAL_SETTINGS = GenerationSettings(n=1, temperature=0.0, num_beams=3, max_new_tokens=1024)
+
+# The original extraction prompt (eval_gpt_obj_halbench.py), one system-role message. The only
+# change: the original asks for an "empty JSON list ()"; it is "[]" here (both are parsed).
+EXTRACTION_PROMPT = """You are an expert in image objects extraction according to a question answer pair. We asked an examiner to answer a question about a picture.
+
+[Start of Question]
+
+<image> {question}
+
+[End of Question]
+
+[Start of Examiner's Answer]
+
+{answer}
+
+[End of Examiner's Answer]
+
+
+Assume that the answer is correct, please identify all visible objects that are directly shown in the image. Please following the instructions in below:
+
+1. You should only mention objects that are explicitly mentioned in the examiner's answer.
+2. You should only extract the object names without the attributes of the objects.
+3. You should not include the properties of the object, like the color, material, etc. as part of the object name in your result.
+4. Make your answer precise. Present the results in a JSON list format: ["object_1", ..., "object_n"].
+5. You should return an empty JSON list [] if no visible objects can be found."""
+
+JUDGE_SETTINGS = {"temperature": 0.2, "top_p": 1.0, "max_new_tokens": 512}
+
+
+# -- shared helpers ---------------------------------------------------------------------------------
+def read_rows(path: str | os.PathLike) -> list[dict]:
+    """Rows of a .jsonl file, or of a .json file holding a list (or {"data": [...]})."""
+    text = Path(path).read_text(encoding="utf-8")
+    stripped = text.lstrip()
+    if stripped.startswith("["):
+        rows = json.loads(text)
+    elif stripped.startswith("{") and not str(path).endswith(".jsonl"):
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError:
+            data = None
+        if isinstance(data, dict):
+            rows = next((v for v in data.values() if isinstance(v, list)), [data])
+        else:
+            rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+    else:
+        rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+    if not all(isinstance(r, dict) for r in rows):
+        raise ValueError(f"{path}: every row must be a JSON object")
+    return rows
+
+
+def load_image(row: dict, data_root: str | os.PathLike | None = None):
+    """The PIL image of a benchmark row: `image` (base64, data URL, or a path) or `image_path`.
+    Paths must resolve inside data_root when one is given. URLs are not fetched."""
+    from PIL import Image
+
+    value = row.get("image")
+    path = row.get("image_path")
+    if not path and isinstance(value, str) and value:
+        looks_like_path = len(value) < 1024 and re.search(r"\.(jpe?g|png|gif|bmp|webp|tiff?)$", value, re.I)
+        if looks_like_path or value.startswith(("http://", "https://")):
+            path = value
+        else:
+            blob = value.split(",", 1)[1] if value.startswith("data:") else value
+            try:
+                return Image.open(io.BytesIO(base64.b64decode(blob))).convert("RGB")
+            except Exception as exc:  # noqa: BLE001
+                raise ValueError(f"row {row.get('image_id', row.get('id', '?'))}: undecodable base64 image") from exc
+    if not path:
+        raise ValueError(f"row {row.get('image_id', row.get('id', '?'))}: no image (image / image_path)")
+    if str(path).startswith(("http://", "https://")):
+        raise ValueError(f"{path}: images are not fetched; download them and give image_path")
+    full = Path(path)
+    if data_root is not None:
+        root = Path(data_root).resolve()
+        full = (root / path).resolve()
+        if root != full and root not in full.parents:
+            raise ValueError(f"{path}: resolves outside data_root {root}")
+    return Image.open(full).convert("RGB")
+
+
+def answer_text(row: dict) -> str:
+    for key in ("text", "answer", "model_answer", "response", "output"):
+        if isinstance(row.get(key), str):
+            return row[key]
+    raise ValueError(f"answer row without text/answer/model_answer/response: {sorted(row)}")
+
+
+def align_answers(n_items: int, item_keys: dict[str, list], answer_rows: Sequence[dict],
+                  what: str = "answers") -> list[str]:
+    """Answer texts in item order: merged by the first id field (of `item_keys`, e.g.
+    {"question_id": [...]}) that every answer row carries and that identifies every item; by
+    position only when there is no usable id and the counts match; else ValueError."""
+    n = n_items
+    for field_name, ids in item_keys.items():
+        if not answer_rows or not all(field_name in row for row in answer_rows):
+            continue
+        ids = [str(i) for i in ids]
+        if len(set(ids)) != len(ids):
+            continue  # the items are not unique on this field
+        by_id: dict[str, str] = {}
+        for row in answer_rows:
+            key = str(row[field_name])
+            if key in by_id:
+                raise ValueError(f"{what}: duplicate {field_name} {key!r}")
+            by_id[key] = answer_text(row)
+        missing = [i for i in ids if i not in by_id]
+        if missing:
+            raise ValueError(f"{what}: no answer for {len(missing)} items by {field_name} (e.g. {missing[:3]})")
+        return [by_id[i] for i in ids]
+    if len(answer_rows) != n:
+        raise ValueError(f"{what}: {len(answer_rows)} answers for {n} items and no shared id field; "
+                         f"refusing to merge by position")
+    return [answer_text(row) for row in answer_rows]
+
+
+def settings_record(settings: GenerationSettings) -> dict:
+    return asdict(settings)
+
+
+def eval_generation_settings(config=None) -> GenerationSettings:
+    """GenerationSettings of an EvalConfig (beam/temperature/max tokens), else the original's."""
+    if config is None:
+        return EVAL_SETTINGS
+    return GenerationSettings(n=1, temperature=config.temperature, num_beams=config.num_beams,
+                              max_new_tokens=config.max_new_tokens)
+
+
+def generate_answers(backend: Backend, rows: Sequence[dict], settings: GenerationSettings = EVAL_SETTINGS,
+                     data_root: str | os.PathLike | None = None, question_key: str = "question") -> list[str]:
+    """One answer per row (its image and question) from a VLM backend."""
+    prompts = [VisualPrompt(load_image(row, data_root), row[question_key]) for row in rows]
+    outputs = backend.generate(prompts, settings)
+    if len(outputs) != len(prompts):
+        raise RuntimeError(f"backend returned {len(outputs)} answer lists for {len(prompts)} prompts")
+    return [samples[0] if samples else "" for samples in outputs]
+
+
+def coco_image_id(value: Any) -> int:
+    """COCO image id from an int, "391895", or "COCO_val2014_000000391895.jpg"."""
+    if isinstance(value, int):
+        return value
+    digits = re.findall(r"\d+", str(value))
+    if not digits:
+        raise ValueError(f"not a COCO image id: {value!r}")
+    return int(digits[-1])
+
+
+# -- ground truth -----------------------------------------------------------------------------------
+def load_coco_ground_truth(instances: str | os.PathLike | Iterable[str | os.PathLike] = (),
+                           captions: str | os.PathLike | Iterable[str | os.PathLike] = (),
+                           image_ids: Iterable[int] | None = None) -> dict[int, set[str]]:
+    """image id → canonical COCO classes: instance categories ∪ classes named in the captions."""
+    def paths(value):
+        if isinstance(value, (str, os.PathLike)):
+            return [value]
+        return list(value or [])
+
+    wanted = {coco_image_id(i) for i in image_ids} if image_ids is not None else None
+    truth: dict[int, set[str]] = {i: set() for i in wanted} if wanted is not None else {}
+    for path in paths(instances):
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        names = {c["id"]: c["name"] for c in data.get("categories", [])}
+        for ann in data.get("annotations", []):
+            image_id = ann["image_id"]
+            if wanted is not None and image_id not in wanted:
+                continue
+            cls = canonical_class(names.get(ann["category_id"], ""))
+            if cls:
+                truth.setdefault(image_id, set()).add(cls)
+    for path in paths(captions):
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        for ann in data.get("annotations", []):
+            image_id = ann["image_id"]
+            if wanted is not None and image_id not in wanted:
+                continue
+            truth.setdefault(image_id, set()).update(coco_classes_in(ann.get("caption", "")))
+    return truth
+
+
+# -- judge extraction -------------------------------------------------------------------------------
+def parse_object_list(text: str) -> list[str] | None:
+    """The judge's JSON list of object names; None when no list can be read. Accepts a bare
+    JSON list, a list inside a code fence or after prose (the last line holding '["' in the
+    original), a Python-style list, and the "()" / "[]" empty list."""
+    if text is None:
+        return None
+    candidates = [text.strip()]
+    fenced = re.findall(r"```(?:json)?\s*(.*?)```", text, flags=re.S)
+    candidates += [f.strip() for f in fenced]
+    candidates += [line.strip() for line in reversed(text.splitlines()) if "[" in line]
+    candidates += re.findall(r"\[[^\[\]]*\]", text)[::-1]
+    for cand in candidates:
+        if cand in ("()", "[]", "[ ]"):
+            return []
+        start, end = cand.find("["), cand.rfind("]")
+        if start < 0 or end <= start:
+            continue
+        blob = cand[start:end + 1]
+        for loader in (json.loads, ast.literal_eval):
+            try:
+                value = loader(blob)
+            except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+                continue
+            if isinstance(value, list) and all(isinstance(v, str) for v in value):
+                return [v.strip() for v in value if v.strip()]
+    stripped = text.strip().rstrip(".")
+    if stripped.endswith("()") or stripped.lower() in ("none", "empty", "empty list"):
+        return []
+    return None
+
+
+def extraction_messages(question: str, answer: str) -> list[dict]:
+    return [{"role": "system", "content": EXTRACTION_PROMPT.format(question=question, answer=answer)}]
+
+
+# -- scoring ------------------------------------------------------------------------------------------
+def chair_metrics(truths: Sequence[set[str]], mentions: Sequence[Sequence[tuple[str, str]]],
+                  answers: Sequence[str]) -> dict:
+    """CHAIR over scored answers. mentions[i] = [(mention key, class), …] (already de-duplicated)."""
+    n = len(truths)
+    hallucinating = with_mention = total = hallucinated = correct = gt_total = words = 0
+    for truth, found, answer in zip(truths, mentions, answers, strict=True):
+        wrong = [cls for _, cls in found if cls not in truth]
+        hallucinating += bool(wrong)
+        with_mention += bool(found)
+        total += len(found)
+        hallucinated += len(wrong)
+        correct += len({cls for _, cls in found if cls in truth})
+        gt_total += len(truth)
+        words += len(answer.split())
+    chair_s_refine = hallucinating / max(with_mention, 1)
+    chair_i = hallucinated / max(total, 1)
+    return {
+        "chair_s": hallucinating / max(n, 1),
+        "chair_s_refine": chair_s_refine,
+        "chair_i": chair_i,
+        "recall": correct / max(gt_total, 1),
+        "response_hall": 100 * chair_s_refine,
+        "object_hall": 100 * chair_i,
+        "words_per_answer": words / max(n, 1),
+        "mentions_per_answer": total / max(n, 1),
+        "answers": n,
+        "answers_with_mention": with_mention,
+        "answers_hallucinating": hallucinating,
+        "mentions": total,
+        "hallucinated_mentions": hallucinated,
+    }
+
+
+def evaluate_object_halbench(items: Sequence[dict], answers: Sequence[str], truth: dict[int, set[str]], *,
+                             judge: JudgeClient | None = None, skip_short_words: int = 0,
+                             generation: dict | None = None, keep_items: bool = True) -> dict:
+    """Score answers (one per item) against the GT classes of each item's image.
+
+    judge=None: LLM-free extraction. With a judge: the original extraction prompt; answers of
+    ≤ skip_short_words words skip the judge with an empty list (the original used 3; 0 = never).
+    """
+    if len(items) != len(answers):
+        raise ValueError(f"{len(answers)} answers for {len(items)} items")
+    image_ids = [coco_image_id(item["image_id"]) for item in items]
+    missing = [i for i in image_ids if i not in truth]
+    if missing:
+        raise ValueError(f"no COCO ground truth for {len(missing)} images (e.g. {missing[:3]})")
+
+    per_item: list[dict] = []
+    found: list[list[tuple[str, str]] | None] = []
+    judge_answers = []
+    if judge is None:
+        for answer in answers:
+            found.append([(m.key, m.label) for m in extract_coco_mentions(answer)])
+            per_item.append({})
+    else:
+        requests, slots = [], []
+        for i, (item, answer) in enumerate(zip(items, answers)):
+            if skip_short_words and len(answer.split()) <= skip_short_words:
+                found.append([])
+                per_item.append({"judge": "skipped (short answer)"})
+                continue
+            found.append(None)
+            per_item.append({})
+            slots.append(i)
+            requests.append(JudgeRequest(extraction_messages(item.get("question", ""), answer),
+                                         parse_object_list, tag=i, **JUDGE_SETTINGS))
+        judge_answers = judge.ask_many(requests)
+        for i, reply in zip(slots, judge_answers):
+            per_item[i]["judge"] = {"objects": reply.value, "parsed": reply.parsed, "raw": reply.raw,
+                                    "attempts": reply.attempts, "errors": reply.errors,
+                                    "served_model": reply.served_model}
+            if reply.parsed:
+                found[i] = [(key, cls) for _, key, cls in coco_phrase_mentions(reply.value)]
+
+    scored = [i for i, f in enumerate(found) if f is not None]
+    metrics = chair_metrics([truth[image_ids[i]] for i in scored], [found[i] for i in scored],
+                            [answers[i] for i in scored])
+    record: dict[str, Any] = {
+        "benchmark": "object_halbench",
+        "metrics": metrics,
+        "n": len(scored),
+        "n_items": len(items),
+        "n_unparsed": len(items) - len(scored),
+        "unparsed_items": [i for i, f in enumerate(found) if f is None],
+        "extractor": "llm-judge" if judge is not None else "llm-free",
+        "judge": (judge.describe(prompt="object_halbench_extraction", **JUDGE_SETTINGS,
+                                 skip_short_words=skip_short_words, **summarise_answers(judge_answers))
+                  if judge is not None else "llm-free"),
+        "generation": generation,
+    }
+    if keep_items:
+        rows = []
+        for i, item in enumerate(items):
+            gt = truth[image_ids[i]]
+            row = {"image_id": item["image_id"], "question": item.get("question"), "answer": answers[i],
+                   "gt": sorted(gt), **per_item[i]}
+            if found[i] is not None:
+                row["mentions"] = [{"mention": key, "class": cls, "hallucinated": cls not in gt}
+                                   for key, cls in found[i]]
+            rows.append(row)
+        record["items"] = rows
+    return record
+
+
+def run_object_halbench(bench: str | os.PathLike, instances: str | os.PathLike | Iterable = (),
+                        captions: str | os.PathLike | Iterable = (), *, backend: Backend | None = None,
+                        answers: str | os.PathLike | Sequence[dict] | None = None,
+                        judge: JudgeClient | None = None, settings: GenerationSettings = EVAL_SETTINGS,
+                        data_root: str | os.PathLike | None = None, limit: int | None = None,
+                        skip_short_words: int = 0, keep_items: bool = True) -> dict:
+    """Load the benchmark and COCO truth, get answers (generated or read), score them."""
+    items = read_rows(bench)[:limit] if limit else read_rows(bench)
+    if backend is None and answers is None:
+        raise ValueError("give a backend to generate answers or an answers file")
+    if backend is not None:
+        texts = generate_answers(backend, items, settings, data_root)
+        generation = {"source": "generated", "settings": settings_record(settings), "model": backend.identity}
+    else:
+        rows = read_rows(answers) if isinstance(answers, (str, os.PathLike)) else list(answers)
+        keys = {}
+        if all("question_id" in it for it in items):
+            keys["question_id"] = [it["question_id"] for it in items]
+        keys["image_id"] = [it["image_id"] for it in items]
+        texts = align_answers(len(items), keys, rows, "object_halbench answers")
+        generation = {"source": str(answers) if isinstance(answers, (str, os.PathLike)) else "given",
+                      "settings": None}
+    truth = load_coco_ground_truth(instances, captions, [it["image_id"] for it in items])
+    return evaluate_object_halbench(items, texts, truth, judge=judge, skip_short_words=skip_short_words,
+                                    generation=generation, keep_items=keep_items)

@@ -1,0 +1,48 @@
+"""One entry point for every benchmark: `run_benchmark(name, backend, eval_config)` → result record.
+
+    from rlaifv_core.evals.registry import run_benchmark
+    record = run_benchmark("shapes", policy_backend, config.eval)
+
+A record has `metrics` (flat, numbers only), `n`, `judge` (identity, or "exact"/"llm-free"),
+`generation` (settings) and `model` (the evaluated model's identity), plus benchmark extras.
+"""
+
+from __future__ import annotations
+
+from ..backends.base import Backend, GenerationSettings
+
+LOWER_IS_BETTER = {"chair_i", "chair_s", "chair_s_refine", "hallucination_rate", "hal", "cog"}
+
+
+def generation_settings(eval_config) -> GenerationSettings:
+    greedy = eval_config.temperature <= 0
+    return GenerationSettings(n=1 if greedy else eval_config.samples_per_prompt, temperature=eval_config.temperature,
+                              top_p=1.0, top_k=None, max_new_tokens=eval_config.max_new_tokens,
+                              num_beams=eval_config.num_beams if greedy else 1, seed=eval_config.seed)
+
+
+def run_benchmark(name: str, backend: Backend, eval_config, judge: Backend | None = None) -> dict:
+    settings = generation_settings(eval_config)
+    if name == "shapes":
+        from .shapes import evaluate_policy
+
+        raw = evaluate_policy(backend, scenes=eval_config.shapes_scenes, seed=eval_config.shapes_seed, settings=settings)
+        metrics = {k: float(v) for k, v in raw.items() if isinstance(v, (int, float)) and k != "answers"}
+        return {"benchmark": "shapes", "metrics": metrics, "n": raw["answers"], "judge": "exact (ground truth)",
+                "generation": raw["settings"], "model": backend.identity, "examples": raw["examples"]}
+    runners = _external_runners()
+    if name not in runners:
+        raise ValueError(f"unknown benchmark {name!r}; known: shapes, {', '.join(sorted(runners))}")
+    return runners[name](backend, eval_config, judge, settings)
+
+
+def _external_runners() -> dict:
+    """Benchmarks on user-supplied data (Object HalBench, MMHal, RefoMB, AMBER)."""
+    runners = {}
+    try:
+        from . import external
+
+        runners.update(external.RUNNERS)
+    except ImportError:  # pragma: no cover - the adapters ship with the package
+        pass
+    return runners
