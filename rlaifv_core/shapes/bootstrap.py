@@ -45,21 +45,24 @@ class ShapesBootstrapConfig(BaseModel):
     caption_noise: float = Field(0.6, description="P(policy caption names an absent partner).")
     policy_size: ModelSize = Field(default_factory=ModelSize, description="Policy widths/depths.")
     labeler_size: ModelSize = Field(
-        default_factory=lambda: ModelSize(text_hidden=160, vision_hidden=160, text_heads=4, vision_heads=4),
-        description="Labeler widths/depths (wider than the policy: a stronger model, as in the paper).",
+        default_factory=ModelSize,
+        description="Labeler widths/depths. Same size as the policy: it is stronger because it learns from "
+        "clean captions and from yes/no supervision with hard negatives (wider or deeper variants learned "
+        "slower within the CPU budget).",
     )
     policy_steps: int = Field(1500, description="Policy SFT steps on noisy captions.")
-    labeler_caption_steps: int = Field(1200, description="Labeler stage 1: clean-caption steps.")
-    labeler_yes_no_steps: int = Field(700, description="Labeler stage 2: mixed yes/no + caption steps.")
+    labeler_caption_steps: int = Field(1500, description="Labeler stage 1: clean-caption steps.")
+    labeler_yes_no_steps: int = Field(1000, description="Labeler stage 2: mixed yes/no + caption steps.")
     batch_size: int = Field(32, description="Examples per step.")
     learning_rate: float = Field(2e-3, description="AdamW peak learning rate (cosine decay).")
     qa_share: float = Field(0.3, description="Share of question-answering examples in caption steps.")
-    yes_no_share: float = Field(0.7, description="Share of yes/no examples in labeler stage 2.")
+    yes_no_share: float = Field(0.8, description="Share of yes/no examples in labeler stage 2.")
     yes_no_weight: float = Field(5.0, description="Loss weight of the yes/no token.")
     negated_share: float = Field(0.15, description="Share of yes/no questions asked about a negated claim.")
     negative_mix: tuple[float, float, float] = Field(
         (0.2, 0.5, 0.3), description="Weights of hard-negative kinds: absent partner, same colour, same shape.")
-    yes_no_learning_rate: float = Field(2e-3, description="Peak learning rate of labeler stage 2.")
+    yes_no_learning_rate: float = Field(
+        7e-4, description="Peak learning rate of labeler stage 2 (2e-3 stalls at the colour-only shortcut).")
 
     def digest(self) -> str:
         blob = json.dumps({"v": BOOTSTRAP_VERSION, **self.model_dump(mode="json")}, sort_keys=True)
@@ -145,7 +148,7 @@ def weighted_lm_loss(logits: torch.Tensor, labels: torch.Tensor, weights: torch.
 
 
 def train(model, processor, make_example, steps: int, config: ShapesBootstrapConfig, seed: int, label: str,
-          weight_first: float = 1.0, learning_rate: float | None = None) -> list[float]:
+          weight_first: float = 1.0, learning_rate: float | None = None, more_threads=None) -> list[float]:
     from transformers import get_cosine_schedule_with_warmup
 
     rng = random.Random(seed)
@@ -155,6 +158,8 @@ def train(model, processor, make_example, steps: int, config: ShapesBootstrapCon
     losses = []
     started = time.time()
     for step in range(steps):
+        if more_threads is not None and step % 50 == 0:
+            more_threads()
         examples = [make_example(rng) for _ in range(config.batch_size)]
         batch, labels, weights = encode_training_batch(processor, examples, weight_first)
         loss = weighted_lm_loss(model(**batch).logits, labels, weights)
@@ -171,8 +176,13 @@ def train(model, processor, make_example, steps: int, config: ShapesBootstrapCon
     return losses
 
 
-def _train_role(role: str, config: ShapesBootstrapConfig, out_dir: str, threads: int) -> dict:
+def _train_role(role: str, config: ShapesBootstrapConfig, out_dir: str, threads: int, other_done=None) -> dict:
     torch.set_num_threads(threads)
+
+    def more_threads():
+        # The policy finishes first; its core then goes to the labeler.
+        if other_done is not None and other_done.is_set() and torch.get_num_threads() < 2 * threads:
+            torch.set_num_threads(2 * threads)
     started = time.time()
     world = ShapesWorld(caption_noise=config.caption_noise)
     processor = build_processor()
@@ -183,7 +193,7 @@ def _train_role(role: str, config: ShapesBootstrapConfig, out_dir: str, threads:
     else:
         model = build_model(processor, config.labeler_size, seed=config.seed + 100)
         train(model, processor, lambda r: caption_example(world, r, config.qa_share, noisy=False),
-              config.labeler_caption_steps, config, config.seed + 101, "labeler/captions")
+              config.labeler_caption_steps, config, config.seed + 101, "labeler/captions", more_threads=more_threads)
 
         def mixed(r: random.Random):
             if r.random() < config.yes_no_share:
@@ -191,7 +201,8 @@ def _train_role(role: str, config: ShapesBootstrapConfig, out_dir: str, threads:
             return caption_example(world, r, config.qa_share, noisy=False)
 
         train(model, processor, mixed, config.labeler_yes_no_steps, config, config.seed + 102,
-              "labeler/yes-no", weight_first=config.yes_no_weight, learning_rate=config.yes_no_learning_rate)
+              "labeler/yes-no", weight_first=config.yes_no_weight, learning_rate=config.yes_no_learning_rate,
+              more_threads=more_threads)
     target = Path(out_dir) / role
     model.save_pretrained(target)
     processor.save_pretrained(target)
@@ -200,9 +211,12 @@ def _train_role(role: str, config: ShapesBootstrapConfig, out_dir: str, threads:
             "params": sum(p.numel() for p in model.parameters())}
 
 
-def _worker(role, config_json, out_dir, threads, queue):
+def _worker(role, config_json, out_dir, threads, queue, policy_done):
     try:
-        queue.put(_train_role(role, ShapesBootstrapConfig.model_validate_json(config_json), out_dir, threads))
+        config = ShapesBootstrapConfig.model_validate_json(config_json)
+        queue.put(_train_role(role, config, out_dir, threads, other_done=policy_done if role == "labeler" else None))
+        if role == "policy":
+            policy_done.set()
     except BaseException as exc:  # reported to the parent, which raises
         queue.put({"role": role, "error": repr(exc)})
 
@@ -221,7 +235,8 @@ def bootstrap(config: ShapesBootstrapConfig | None = None, force: bool = False) 
     print(f"[bootstrap] training the shapes-world policy and labeler into {final} (a few minutes, once)", flush=True)
     context = mp.get_context("spawn")
     queue = context.Queue()
-    workers = [context.Process(target=_worker, args=(role, config.model_dump_json(), str(staging), 1, queue))
+    policy_done = context.Event()
+    workers = [context.Process(target=_worker, args=(role, config.model_dump_json(), str(staging), 1, queue, policy_done))
                for role in ("labeler", "policy")]
     for worker in workers:
         worker.start()

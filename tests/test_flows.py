@@ -1,0 +1,75 @@
+"""The generate flow under a Prefect test server: stages run, artifacts land, re-runs are cached."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+from prefect.testing.utilities import prefect_test_harness
+
+from rlaifv_core.config import load_config
+
+
+@pytest.fixture(scope="module")
+def prefect_server():
+    with prefect_test_harness(server_startup_timeout=60):
+        yield
+
+
+def _tiny_config(tmp_path, model_dir, **more):
+    overrides = [f"store.url={tmp_path / 'runs'}", "store.run_name=t", "prompts.per_iteration=6", "sampling.n=3",
+                 "sampling.max_new_tokens=8", "sampling.shard_size=4", f"models.policy.name_or_path={model_dir}",
+                 f"models.labeler.name_or_path={model_dir}", "pairs.builder=paper", "eval.shapes_scenes=8",
+                 "eval.max_new_tokens=8", "iteration.retry_delay_s=0"] + [f"{k}={v}" for k, v in more.items()]
+    return load_config("configs/shapes.yaml", overrides)
+
+
+def _forbid(monkeypatch, *targets):
+    def boom(*args, **kwargs):
+        raise AssertionError("a stage ran although its inputs were unchanged")
+
+    for module, name in targets:
+        monkeypatch.setattr(module, name, boom)
+
+
+def test_generate_flow_runs_and_second_run_is_all_cache_hits(prefect_server, tmp_path, tiny_model_dir, monkeypatch):
+    from flows.generate import generate
+    import rlaifv_core.claims
+    import rlaifv_core.judge
+    import rlaifv_core.pairs
+    import rlaifv_core.prompts
+    import rlaifv_core.sampling
+
+    config = _tiny_config(tmp_path, tiny_model_dir)
+    first = generate(config, iteration=1)
+    assert first.prompts.rows == 6 and first.candidates.rows == 18
+    prompts = pd.read_parquet(first.prompts.uri)
+    verdicts = pd.read_parquet(first.verdicts.uri)
+    assert len(verdicts) == 18 and (verdicts["score"] == -verdicts["n_rejected"]).all()
+    assert set(first.counts) == {"prompts", "claims", "pairs"}
+    assert prompts["prompt_id"].is_unique
+
+    _forbid(monkeypatch, (rlaifv_core.sampling, "sample_candidates"), (rlaifv_core.judge, "judge_candidates"),
+            (rlaifv_core.pairs, "build_pairs"), (rlaifv_core.claims, "split_claims"),
+            (rlaifv_core.prompts, "load_prompts"))
+    second = generate(config, iteration=1)
+    assert second == first
+
+
+def test_changing_pair_settings_recomputes_only_pair_assembly(prefect_server, tmp_path, tiny_model_dir, monkeypatch):
+    from flows.generate import generate
+    import rlaifv_core.claims
+    import rlaifv_core.judge
+    import rlaifv_core.pairs
+    import rlaifv_core.sampling
+
+    config = _tiny_config(tmp_path, tiny_model_dir)
+    first = generate(config, iteration=1)
+    _forbid(monkeypatch, (rlaifv_core.sampling, "sample_candidates"), (rlaifv_core.judge, "judge_candidates"),
+            (rlaifv_core.claims, "split_claims"))
+    calls = []
+    real_build = rlaifv_core.pairs.build_pairs
+    monkeypatch.setattr(rlaifv_core.pairs, "build_pairs", lambda *a, **k: calls.append(1) or real_build(*a, **k))
+    changed = config.model_copy(update={"pairs": config.pairs.model_copy(update={"min_gap": 2})})
+    second = generate(changed, iteration=1)
+    assert second.candidates == first.candidates and second.verdicts == first.verdicts
+    assert calls == [1]  # pair assembly, and only it, ran again

@@ -1,0 +1,128 @@
+"""The parent flow end to end on the smallest settings: artifacts, summary, caching, resume, retries."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from prefect.testing.utilities import prefect_test_harness
+
+from rlaifv_core.config import load_config
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def tiny_overrides(store: Path, model_dir: Path, run: str = "t") -> list[str]:
+    return [f"store.url={store}", f"store.run_name={run}", "iteration.iterations=2", "prompts.per_iteration=8",
+            "sampling.n=4", "sampling.max_new_tokens=10", "sampling.shard_size=8", "dpo.batch_size=4",
+            "dpo.checkpoints_per_epoch=2", f"models.policy.name_or_path={model_dir}",
+            f"models.labeler.name_or_path={model_dir}", "pairs.builder=paper", "pairs.length_balance=false",
+            "eval.shapes_scenes=10", "eval.max_new_tokens=10", "iteration.retry_delay_s=0"]
+
+
+@pytest.fixture(scope="module")
+def prefect_server():
+    with prefect_test_harness(server_startup_timeout=60):
+        yield
+
+
+@pytest.mark.slow
+def test_two_iterations_write_summary_and_rerun_is_cached(prefect_server, tmp_path, tiny_model_dir, monkeypatch):
+    from prefect.client.orchestration import get_client
+    from flows.iterate import iterate
+    import rlaifv_core.dpo
+    import rlaifv_core.evals.registry
+    import rlaifv_core.sampling
+
+    config = load_config("configs/shapes.yaml", tiny_overrides(tmp_path / "runs", tiny_model_dir))
+    summary = iterate(config)
+    root = tmp_path / "runs" / "t"
+    assert [row["iteration"] for row in summary["iterations"]] == [0, 1, 2]
+    assert (root / "summary.png").read_bytes()[:4] == b"\x89PNG"
+    stored = json.loads((root / "summary.json").read_text())
+    assert stored["iterations"][1]["pairs"] >= 0 and "shapes.chair_i" in stored["iterations"][2]["metrics"]
+    for k in (1, 2):
+        assert (root / f"iter-{k}" / "pairs.parquet").exists() and (root / f"iter-{k}" / "selection.json").exists()
+
+    async def artifact_keys():
+        async with get_client() as client:
+            return {a.key for a in await client.read_artifacts() if a.key}
+
+    import asyncio
+
+    keys = asyncio.run(artifact_keys())
+    assert "t-iterations" in keys and "t-summary" in keys
+
+    def boom(*args, **kwargs):
+        raise AssertionError("recomputed a stage of an unchanged run")
+
+    monkeypatch.setattr(rlaifv_core.sampling, "sample_candidates", boom)
+    monkeypatch.setattr(rlaifv_core.dpo, "train", boom)
+    monkeypatch.setattr(rlaifv_core.evals.registry, "run_benchmark", boom)
+    again = iterate(config)
+    assert again["iterations"] == summary["iterations"]
+
+
+@pytest.mark.slow
+def test_a_model_task_failing_once_with_a_cuda_error_is_retried(prefect_server, tmp_path, tiny_model_dir, monkeypatch):
+    from flows.generate import generate
+    import rlaifv_core.sampling
+
+    real = rlaifv_core.sampling.sample_candidates
+    calls = []
+
+    def flaky(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("CUDA error: an illegal memory access was encountered (simulated)")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(rlaifv_core.sampling, "sample_candidates", flaky)
+    config = load_config("configs/shapes.yaml", tiny_overrides(tmp_path / "runs", tiny_model_dir))
+    result = generate(config, iteration=1)
+    assert len(calls) == 2 and result.candidates.rows == 8 * 4
+
+
+def _run_iterate(store: Path, model_dir: Path, env: dict) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, str(ROOT / "flows" / "iterate.py"), *tiny_overrides(store, model_dir)],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+
+
+@pytest.mark.slow
+def test_killed_during_dpo_then_resumed_equals_uninterrupted(tmp_path, tiny_model_dir):
+    env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    env.pop("PREFECT_API_URL", None)
+    killed_store = tmp_path / "killed"
+    proc = _run_iterate(killed_store, tiny_model_dir, env)
+    work = killed_store / "t" / "iter-1" / ".train-work"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if work.exists() and any(work.rglob("checkpoint-*")):
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the flow finished before DPO could be interrupted:\n" + proc.stdout.read()[-3000:]
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (killed_store / "t" / "summary.json").exists()
+    assert (killed_store / "t" / "iter-1" / "pairs.parquet").exists()  # finished stages stay finished
+
+    resumed = _run_iterate(killed_store, tiny_model_dir, env)
+    out, _ = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, out[-3000:]
+    clean = _run_iterate(tmp_path / "clean", tiny_model_dir, env)
+    clean_out, _ = clean.communicate(timeout=600)
+    assert clean.returncode == 0, clean_out[-3000:]
+
+    a = json.loads((killed_store / "t" / "summary.json").read_text())["iterations"]
+    b = json.loads((tmp_path / "clean" / "t" / "summary.json").read_text())["iterations"]
+    assert [r["selected"] for r in a] == [r["selected"] for r in b]
+    for row_a, row_b in zip(a, b):
+        for key, value in row_b["metrics"].items():
+            assert row_a["metrics"][key] == pytest.approx(value, abs=1e-6), key
