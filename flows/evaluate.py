@@ -18,6 +18,7 @@ from prefect.artifacts import create_table_artifact
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from flows.runner import gpu_guarded  # noqa: E402
 from rlaifv_core.config import RunConfig  # noqa: E402
 from rlaifv_core.roles import model_fingerprint  # noqa: E402
 from tasks.common import artifact_key, result_storage_for, store_of  # noqa: E402
@@ -28,8 +29,9 @@ from tasks.evaluate import evaluate_model  # noqa: E402
 def evaluate(config: RunConfig = RunConfig(), models: list[str] | None = None) -> list[dict]:
     """Evaluate each model (hub id, folder or shapes:policy; default: the configured policy)."""
     run_store = store_of(config.store)
-    task = evaluate_model.with_options(result_storage=result_storage_for(config.store),
-                                       retries=config.iteration.retries, retry_delay_seconds=config.iteration.retry_delay_s)
+    task = gpu_guarded(evaluate_model.with_options(result_storage=result_storage_for(config.store),
+                                                   retries=config.iteration.retries,
+                                                   retry_delay_seconds=config.iteration.retry_delay_s), config.scale)
     rows = []
     for name in models or [config.models.policy.name_or_path]:
         spec = config.models.policy.model_copy(update={"name_or_path": name})

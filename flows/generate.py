@@ -5,7 +5,8 @@
     python flows/generate.py --iteration 2 pairs.builder=paper
 
 Prints the pairs artifact and the stage counts. Every stage is a cached Prefect task; sampling and
-labeling run in shards of `sampling.shard_size` prompts on the flow's task runner.
+labeling run in shards of `sampling.shard_size` prompts on the task runner that `scale.task_runner`
+names (threads, a Dask or a Ray cluster; flows/runner.py).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pydantic import BaseModel
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `python flows/generate.py` from a checkout
 
+from flows.runner import gpu_guarded, shard_runner  # noqa: E402
 from rlaifv_core.config import RunConfig  # noqa: E402
 from rlaifv_core.roles import model_fingerprint  # noqa: E402
 from rlaifv_core.store import ArtifactRef  # noqa: E402
@@ -60,24 +62,30 @@ def generate(config: RunConfig = RunConfig(), iteration: int = 1, policy_checkpo
     labeler_fp = model_fingerprint(config.models.labeler)
     parts = shards(prompts_ref.rows or 0, config.sampling.shard_size)
 
-    sampler = _with_storage(sample_shard, config, retries=True)
-    sampled = [sampler.submit(prompts_ref, part, config.models.policy, policy_checkpoint, policy_fp, config.sampling,
-                              config.store, f"{folder}/shards/candidates-{i:04d}.parquet")
-               for i, part in enumerate(parts)]
-    candidates_ref = _with_storage(merge_tables, config)([s.result() for s in sampled], "candidates", config.store,
-                                                         f"{folder}/candidates.parquet")
+    scale = config.scale
+    with shard_runner(scale) as run_shards:  # threads here, or a Dask/Ray cluster (config.scale)
+        sampler = gpu_guarded(_with_storage(sample_shard, config, retries=True), scale)
+        sampled = run_shards(sampler, [
+            dict(prompts_ref=prompts_ref, shard=part, policy=config.models.policy, policy_checkpoint=policy_checkpoint,
+                 policy_fingerprint=policy_fp, sampling=config.sampling, store=config.store,
+                 out_path=f"{folder}/shards/candidates-{i:04d}.parquet")
+            for i, part in enumerate(parts)])
+        candidates_ref = _with_storage(merge_tables, config)(sampled, "candidates", config.store,
+                                                             f"{folder}/candidates.parquet")
 
-    claims_ref, claim_counts = _with_storage(split_and_rewrite, config, retries=True)(
-        candidates_ref, prompts_ref, config.models, config.claims,
-        model_fingerprint(config.models.splitter), model_fingerprint(config.models.rewriter),
-        config.iteration.seed * 1000 + iteration, config.store, f"{folder}/claims.parquet")
+        claims_ref, claim_counts = gpu_guarded(_with_storage(split_and_rewrite, config, retries=True), scale)(
+            candidates_ref, prompts_ref, config.models, config.claims,
+            model_fingerprint(config.models.splitter), model_fingerprint(config.models.rewriter),
+            config.iteration.seed * 1000 + iteration, config.store, f"{folder}/claims.parquet")
 
-    judge = _with_storage(judge_shard, config, retries=True)
-    judged = [judge.submit(prompts_ref, claims_ref, part, config.models.labeler, labeler_fp, config.judge, config.store,
-                           f"{folder}/shards/verdicts-{i:04d}.parquet")
-              for i, part in enumerate(parts)]
-    verdicts_ref = _with_storage(merge_tables, config)([j.result() for j in judged], "verdicts", config.store,
-                                                       f"{folder}/verdicts.parquet")
+        judge = gpu_guarded(_with_storage(judge_shard, config, retries=True), scale)
+        judged = run_shards(judge, [
+            dict(prompts_ref=prompts_ref, claims_ref=claims_ref, shard=part, labeler=config.models.labeler,
+                 labeler_fingerprint=labeler_fp, judge=config.judge, store=config.store,
+                 out_path=f"{folder}/shards/verdicts-{i:04d}.parquet")
+            for i, part in enumerate(parts)])
+        verdicts_ref = _with_storage(merge_tables, config)(judged, "verdicts", config.store,
+                                                           f"{folder}/verdicts.parquet")
 
     pairs_ref, pair_counts = _with_storage(assemble_pairs, config)(
         prompts_ref, candidates_ref, claims_ref, verdicts_ref, config.pairs, policy_fp, labeler_fp, config.store,

@@ -23,6 +23,7 @@ from pydantic import BaseModel
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from flows.generate import GenerateResult, generate  # noqa: E402
+from flows.runner import gpu_guarded  # noqa: E402
 from rlaifv_core.config import RunConfig, load_config  # noqa: E402
 from rlaifv_core.roles import model_fingerprint  # noqa: E402
 from rlaifv_core.selection import metric_value, select_checkpoint  # noqa: E402
@@ -54,8 +55,9 @@ def _flat(record: dict) -> dict[str, float]:
 def evaluate_checkpoints(config: RunConfig, iteration: int, candidates: dict[str, ArtifactRef | None]) -> dict[str, dict]:
     """Every candidate (name → checkpoint, None = the configured policy) on every benchmark."""
     run_store = store_of(config.store)
-    task = evaluate_model.with_options(result_storage=result_storage_for(config.store),
-                                       retries=config.iteration.retries, retry_delay_seconds=config.iteration.retry_delay_s)
+    task = gpu_guarded(evaluate_model.with_options(result_storage=result_storage_for(config.store),
+                                                   retries=config.iteration.retries,
+                                                   retry_delay_seconds=config.iteration.retry_delay_s), config.scale)
     futures = {}
     for name, checkpoint in candidates.items():
         fingerprint = model_fingerprint(config.models.policy, local_checkpoint(config.store, checkpoint))
@@ -75,9 +77,9 @@ def train_iteration(config: RunConfig, iteration: int, pairs: ArtifactRef, polic
     storage = result_storage_for(config.store)
     retry = {"retries": config.iteration.retries, "retry_delay_seconds": config.iteration.retry_delay_s}
     policy_fp = model_fingerprint(config.models.policy, local_checkpoint(config.store, policy))
-    ref = reference_logps.with_options(result_storage=storage, **retry)(
+    ref = gpu_guarded(reference_logps.with_options(result_storage=storage, **retry), config.scale)(
         pairs, config.models.policy, policy, policy_fp, config.dpo, config.store, f"iter-{iteration}/ref_logps.parquet")
-    return train_dpo.with_options(result_storage=storage, **retry)(
+    return gpu_guarded(train_dpo.with_options(result_storage=storage, **retry), config.scale)(
         pairs, ref, config.models.policy, policy, policy_fp, config.dpo, config.store, f"iter-{iteration}")
 
 

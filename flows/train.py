@@ -23,6 +23,7 @@ from prefect.cache_policies import INPUTS, TASK_SOURCE
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `python flows/train.py` from a checkout
 
+from flows.runner import gpu_guarded  # noqa: E402
 from rlaifv_core.config import RunConfig, StoreConfig  # noqa: E402
 from rlaifv_core.roles import model_fingerprint  # noqa: E402
 from rlaifv_core.store import ArtifactRef  # noqa: E402
@@ -82,9 +83,9 @@ def train(config: RunConfig, pairs: str, model: str | None = None, iteration: in
         f"{folder}/pairs.parquet")
     policy_fp = model_fingerprint(policy)
     ref_fp = model_fingerprint(ref_spec)
-    ref_ref = reference_logps.with_options(result_storage=storage, **retry)(
+    ref_ref = gpu_guarded(reference_logps.with_options(result_storage=storage, **retry), config.scale)(
         pairs_ref, ref_spec, None, ref_fp, config.dpo, config.store, f"{folder}/ref_logps.parquet")
-    result = train_dpo.with_options(result_storage=storage, **retry)(
+    result = gpu_guarded(train_dpo.with_options(result_storage=storage, **retry), config.scale)(
         pairs_ref, ref_ref, policy, None, _combined(policy_fp, ref_fp), config.dpo, config.store, folder)
     for checkpoint in result.checkpoints:
         print(f"step {checkpoint.step:>6} epoch {checkpoint.epoch or 0:6.2f}  {checkpoint.ref.uri}")

@@ -144,11 +144,12 @@ class JudgeConfig(_Section):
 
 
 class PairsConfig(_Section):
-    builder: Literal["paper", "minimal_edit_anchor"] = Field(
+    builder: Literal["paper", "minimal_edit_anchor", "best_of_n"] = Field(
         "paper",
         description="paper: all pairs with score gap >= min_gap, higher score chosen; "
         "minimal_edit_anchor: chosen = the answer minus its rejected claims, plus one omission "
-        "anchor per prompt (see facts.md).",
+        "anchor per prompt (see facts.md); best_of_n: top- vs lowest-scored answer (for the "
+        "best-of-N SFT control with dpo.loss_type=[sft]).",
     )
     min_gap: int = Field(1, description="Minimum score difference between chosen and rejected.")
     per_prompt: int = Field(2, description="Pairs kept per (image, question), sampled with the seed.")
@@ -251,6 +252,33 @@ class StoreConfig(_Section):
     )
 
 
+class ScaleConfig(_Section):
+    """Where sharded stages run and which stages wait for a GPU slot; never part of a cache key, so a
+    run's results (and its cache hits) are the same whichever runner computes them."""
+
+    task_runner: Literal["thread", "dask", "ray"] = Field(
+        "thread",
+        description="Task runner of the sampling and labeling shards: thread (in the flow's process), "
+        "dask (prefect-dask: the cluster at dask_address, or a LocalCluster of dask_workers processes), "
+        "ray (prefect-ray: the cluster at ray_address, or a local Ray).",
+    )
+    dask_address: str | None = Field(
+        None, description="Scheduler of an existing Dask cluster, e.g. tcp://10.0.0.5:8786 (none: a LocalCluster)."
+    )
+    dask_workers: int = Field(2, description="Worker processes of the LocalCluster (one thread each).")
+    ray_address: str | None = Field(
+        None, description="Existing Ray cluster, e.g. ray://head:10001 or auto (none: a local Ray on this machine)."
+    )
+    ray_num_gpus_per_shard: float = Field(
+        0.0, description="GPUs Ray reserves for each sampling/labeling shard (0: CPU shards; 0.5: two per GPU)."
+    )
+    gpu_concurrency_limit: str | None = Field(
+        None,
+        description="Name of a Prefect global concurrency limit (e.g. gpu, created with `prefect gcl create gpu "
+        "--limit 1`) that every model-running task holds while it runs; none: no limit is taken.",
+    )
+
+
 class RunConfig(_Section):
     """The whole run: every stage's settings in one tree."""
 
@@ -265,6 +293,7 @@ class RunConfig(_Section):
     selection: SelectionConfig = Field(default_factory=SelectionConfig, description="Checkpoint selection.")
     iteration: IterationConfig = Field(default_factory=IterationConfig, description="The loop.")
     store: StoreConfig = Field(default_factory=StoreConfig, description="Run store.")
+    scale: ScaleConfig = Field(default_factory=ScaleConfig, description="Task runner and GPU concurrency limit.")
 
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"

@@ -30,7 +30,8 @@ through the model's own key mapping instead (`load_checkpoint_weights`).
 Launch: in-process by default; `dpo.launcher = accelerate` runs
 `accelerate launch --config_file <shipped config> -m rlaifv_core.dpo JOB.json` in a subprocess and
 streams its output. A re-run with the same output folder resumes from its latest complete
-checkpoint. This module imports no Prefect.
+checkpoint. An out-of-memory error while training halves the per-device batch and doubles the
+gradient accumulation (same global batch, steps and checkpoints) and restarts from that checkpoint. This module imports no Prefect.
 """
 
 from __future__ import annotations
@@ -103,12 +104,20 @@ def load_pairs(source: str | os.PathLike | pd.DataFrame, *, split: str = "train"
 
             wanted = f"{split}[:{limit}]" if limit else split
             frame = datasets.load_dataset(text, split=wanted).to_pandas()
-    missing = [c for c in ("question", "chosen", "rejected") if c not in frame.columns]
-    if missing or ("image" not in frame.columns and "image_path" not in frame.columns):
-        raise ValueError(f"pairs need question, chosen, rejected and image or image_path columns; missing {missing}")
+    check_pair_columns(frame, "<DataFrame>" if isinstance(source, pd.DataFrame) else str(source))
     if limit:
         frame = frame.iloc[:limit]
     return frame.reset_index(drop=True)
+
+
+def check_pair_columns(frame: pd.DataFrame, where: str = "pairs") -> None:
+    """A clear error naming the source and the missing columns (before any model is loaded)."""
+    missing = [c for c in ("question", "chosen", "rejected") if c not in frame.columns]
+    if "image" not in frame.columns and "image_path" not in frame.columns:
+        missing.append("image or image_path")
+    if missing:
+        raise ValueError(f"{where}: pairs need question, chosen, rejected and image or image_path columns; "
+                         f"missing {missing} (has {sorted(map(str, frame.columns))})")
 
 
 def image_bytes(row: dict, data_root: str | None) -> bytes:
@@ -152,6 +161,7 @@ def to_trl_dataset(pairs: pd.DataFrame, *, data_root: str | None = None, ref_log
     `ref_chosen_logps`/`ref_rejected_logps`."""
     import datasets
 
+    check_pair_columns(pairs)
     message = datasets.List({"role": datasets.Value("string"), "content": datasets.Value("string")})
     columns: dict[str, Any] = {
         "prompt": [[{"role": "user", "content": str(q)}] for q in pairs["question"]],
@@ -692,32 +702,55 @@ def train(job: TrainJob, *, pairs: pd.DataFrame | None = None, ref_logps: pd.Dat
         ref_logps = ref_logps.iloc[:job.pairs_limit].reset_index(drop=True)
     dataset = to_trl_dataset(pairs, data_root=job.data_root, ref_logps=ref_logps)
 
-    model, processor = load_model(job.model_dir, dpo, quantize=dpo.quantization == "4bit")
-    ref_model = None
-    if ref_logps is None:
-        ref_model, _ = load_model(job.reference_dir, dpo)
-    peft_config = None
-    if dpo.lora:
-        peft_config = lora_config(dpo, model)
-    elif dpo.freeze_vision_tower:
-        frozen = freeze_vision_tower(model)
-        say(f"vision tower frozen: {frozen:,} parameters")
-    else:
-        model.requires_grad_(True)
-    args = build_trl_config(dpo, output_dir, len(dataset), overrides=job.trl_overrides)
-    Trainer = _classes()[1]
-    trainer = Trainer(model=model, ref_model=ref_model, args=args, train_dataset=dataset, processing_class=processor,
-                      peft_config=peft_config, callbacks=callbacks)
-    _route_trainer_logs(trainer, say)
-    trainer.add_callback(_prune_callback(output_dir))
+    def build(run_dpo: DPOConfig):
+        model, processor = load_model(job.model_dir, dpo, quantize=dpo.quantization == "4bit")
+        ref_model = None
+        if ref_logps is None:
+            ref_model, _ = load_model(job.reference_dir, dpo)
+        peft_config = None
+        if dpo.lora:
+            peft_config = lora_config(dpo, model)
+        elif dpo.freeze_vision_tower:
+            frozen = freeze_vision_tower(model)
+            say(f"vision tower frozen: {frozen:,} parameters")
+        else:
+            model.requires_grad_(True)
+        args = build_trl_config(run_dpo, output_dir, len(dataset), overrides=job.trl_overrides)
+        Trainer = _classes()[1]
+        trainer = Trainer(model=model, ref_model=ref_model, args=args, train_dataset=dataset,
+                          processing_class=processor, peft_config=peft_config, callbacks=callbacks)
+        _route_trainer_logs(trainer, say)
+        trainer.add_callback(_prune_callback(output_dir))
+        return trainer, args
+
+    trainer, args = build(dpo)
     trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
     held = held_parameters(trainer)
     say(f"DPO on {len(dataset)} pairs: {trainable:,} trainable of {held:,} held parameters; "
         f"save every {args.save_steps} steps; reference: {'cached' if ref_logps is not None else 'live'}")
-    resume = latest_checkpoint(output_dir) if job.resume else None
-    if resume is not None:
-        say(f"resuming from {resume.name}")
-    trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    run_dpo = dpo
+    while True:
+        resume = latest_checkpoint(output_dir) if job.resume else None
+        if resume is not None:
+            say(f"resuming from {resume.name}")
+        try:
+            trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+            break
+        except Exception as error:  # noqa: BLE001 - re-raised unless halving the batch can fix it
+            from accelerate.utils.memory import should_reduce_batch_size
+
+            per_device = args.per_device_train_batch_size
+            if not should_reduce_batch_size(error) or per_device < 2 or per_device % 2:
+                raise
+        # Out of memory (handled outside `except`, so the failed step's tensors can be freed): half the
+        # per-device batch, twice the accumulation (the global batch, the steps and the checkpoints stay
+        # the recipe's); fresh weights, resumed from the latest complete checkpoint if there is one.
+        trainer = None
+        _free_memory()
+        run_dpo = run_dpo.model_copy(update={"grad_accum": run_dpo.grad_accum * 2})
+        say(f"out of memory: per-device batch halved to {per_device // 2} (gradient accumulation "
+            f"{run_dpo.grad_accum}), restarting from {resume.name if resume else 'the start'}")
+        trainer, args = build(run_dpo)
     checkpoints = [CheckpointInfo(step=int(p.name.split("-", 1)[1]), epoch=_checkpoint_epoch(p), path=str(p),
                                   lora=(p / "adapter_config.json").exists())
                    for p in checkpoint_dirs(output_dir)]
@@ -729,6 +762,14 @@ def train(job: TrainJob, *, pairs: pd.DataFrame | None = None, ref_logps: pd.Dat
     if job.result_path and _is_main_process():
         Path(job.result_path).write_text(result.model_dump_json(indent=1))
     return result
+
+
+def _free_memory() -> None:
+    import gc
+
+    gc.collect()
+    if has_cuda():
+        _torch().cuda.empty_cache()
 
 
 def _route_trainer_logs(trainer, say: Callable[[str], None]) -> None:

@@ -10,13 +10,17 @@ question, ...). Builders:
 - `paper` (the default for real models, method.md §4): all pairs of one prompt's answers with
   score gap ≥ min_gap, the higher score chosen; identical texts dropped; at most `per_prompt`
   pairs per (image, question), drawn with a seed; then the length-balance filter.
+- `best_of_n`: the top-scored answer ≻ the lowest-scored one, one pair per prompt (a control: train
+  it with `dpo.loss_type=[sft]` for best-of-N SFT).
 - `minimal_edit_anchor`: for each answer with rejected claims, chosen = the same answer with
   those claims removed; plus an "omission anchor" per prompt: the most complete fully accepted
   answer ≻ itself minus one claim (teaches that naming a true object is good, against the
   "say less" shortcut; shared/docs/facts.md). Also length-balanced.
 
 Every decision is counted: the returned `counts` say how many pairs were considered and why each
-dropped one was dropped.
+dropped one was dropped. Answers whose splitting failed, and empty answers (an empty text would
+otherwise win every pair as "no claim, no hallucination"), are never a side of a pair
+(`skipped_split_failure`, `skipped_empty_answer`).
 """
 
 from __future__ import annotations
@@ -119,7 +123,7 @@ def remove_claims(answer: str, claims_to_remove: Sequence[str]) -> str | None:
 # -- assembly -----------------------------------------------------------------------------------------
 def build_pairs(scored: pd.DataFrame, prompts: pd.DataFrame, config, *, policy_id: str, labeler_id: str,
                 ds_name: str = "rlaifv-flows") -> tuple[pd.DataFrame, dict]:
-    counts: Counter = Counter({"prompts": 0, "skipped_split_failure": 0})
+    counts: Counter = Counter({"prompts": 0, "skipped_split_failure": 0, "skipped_empty_answer": 0})
     prompts = prompts.set_index("prompt_id", drop=False)
     rows: list[dict] = []
     for prompt_id, group in scored.groupby("prompt_id", sort=True):
@@ -127,8 +131,13 @@ def build_pairs(scored: pd.DataFrame, prompts: pd.DataFrame, config, *, policy_i
         counts["prompts"] += 1
         usable = group[~group["split_failed"].fillna(False).astype(bool)] if "split_failed" in group else group
         counts["skipped_split_failure"] += len(group) - len(usable)
+        said = usable[usable["answer"].fillna("").astype(str).str.strip() != ""]  # "" is never a side of a pair
+        counts["skipped_empty_answer"] += len(usable) - len(said)
+        usable = said
         if config.builder == "paper":
             made = _paper_pairs(usable, config, rng, counts)
+        elif config.builder == "best_of_n":
+            made = _best_of_n_pair(usable, counts)
         else:
             made = _minimal_edit_pairs(usable, config, rng, counts)
         for kind, chosen, rejected in made:
@@ -156,6 +165,19 @@ def _paper_pairs(group: pd.DataFrame, config, rng: random.Random, counts: Counte
     if len(distinct) > config.per_prompt:
         distinct = rng.sample(distinct, config.per_prompt)
     return [("paper", _side(group.loc[c]), _side(group.loc[r])) for c, r in distinct]
+
+
+def _best_of_n_pair(group: pd.DataFrame, counts: Counter):
+    """The control for "what does the preference loss add": the top-scored answer (most claims on
+    ties) as chosen, the lowest-scored as rejected. Trained with loss_type [sft], only chosen counts."""
+    if group.empty:
+        return []
+    ranked = group.sort_values(["score", "n_claims", "sample_idx"], ascending=[False, False, True])
+    best, worst = ranked.index[0], ranked.index[-1]
+    if group.at[best, "answer"].strip() == group.at[worst, "answer"].strip():
+        counts["dropped_identical"] += 1
+        return []
+    return [("best_of_n", _side(group.loc[best]), _side(group.loc[worst]))]
 
 
 def _minimal_edit_pairs(group: pd.DataFrame, config, rng: random.Random, counts: Counter):

@@ -47,7 +47,8 @@ def shapes_prompts(start_seed: int, count: int, detail_share: float) -> pd.DataF
         scene = record["scene"]
         image = image_to_png(scene.render())
         rows.append({
-            "prompt_id": prompt_id_for(image, record["question"]),
+            # Two seeds can draw the same scene; the seed keeps their prompts distinct.
+            "prompt_id": f"{prompt_id_for(image, record['question'])[:12]}-{scene.seed}",
             "ds_question_id": record["ds_question_id"],
             "question": record["question"],
             "image": image,
@@ -144,7 +145,7 @@ def _resolve_path(path: str, data_root: str | None) -> Path:
     root = Path(data_root).resolve()
     candidate = (root / path).resolve()
     if candidate != root and root not in candidate.parents:
-        raise BadImage(f"image path {path!r} escapes the data root {root}")
+        raise BadImage(f"image path {path!r} escapes the data root {root}", "path_outside_root")
     return candidate
 
 
@@ -166,19 +167,22 @@ def _image_bytes(record: dict, data_root: str | None) -> tuple[bytes | None, str
                 raise BadImage(f"`image` is neither a path nor valid base64 ({error})") from error
         path = image
     if not path:
-        raise BadImage("no image: needs `image` (bytes, base64 or path) or `image_path`")
+        raise BadImage("no image: needs `image` (bytes, base64 or path) or `image_path`", "missing_image")
     resolved = _resolve_path(path, data_root)
-    if not resolved.exists():
-        raise BadImage(f"image file not found: {path}")
-    return resolved.read_bytes(), str(path)
+    if not resolved.is_file():
+        raise BadImage(f"image file not found: {path}", "missing_image")
+    try:
+        return resolved.read_bytes(), str(path)
+    except OSError as error:
+        raise BadImage(f"image file unreadable: {path} ({type(error).__name__})", "missing_image") from error
 
 
 def normalise_records(records: list[dict], source: str, data_root: str | None) -> tuple[pd.DataFrame, dict]:
     counts: Counter = Counter(rows_in=len(records))
-    rows, seen = [], set()
+    rows, seen, seen_ids = [], set(), set()
     for index, record in enumerate(records):
         question = record.get("question", record.get("raw_question"))
-        if not isinstance(question, str) or not question.strip():
+        if not isinstance(question, str) or not question.replace("<image>", "").strip():
             counts["skipped_empty_question"] += 1
             continue
         if len(question) > MAX_QUESTION_CHARS:
@@ -188,7 +192,7 @@ def normalise_records(records: list[dict], source: str, data_root: str | None) -
             data, path = _image_bytes(record, data_root)
             image = load_image_bytes(data, f"{source} row {index}")
         except BadImage as error:
-            counts[f"skipped_bad_image"] += 1
+            counts[f"skipped_{error.reason}"] += 1
             counts.setdefault("examples", [])
             if len(counts["examples"]) < 5:
                 counts["examples"].append(f"row {index}: {error}")
@@ -200,10 +204,14 @@ def normalise_records(records: list[dict], source: str, data_root: str | None) -
             counts["skipped_duplicate_prompt"] += 1
             continue
         seen.add(prompt_id)
+        ds_question_id = str(record.get("ds_question_id") or path or prompt_id)
+        if record.get("ds_question_id") and ds_question_id in seen_ids:  # kept (prompt_id is the key), counted
+            counts["duplicate_ds_question_id"] += 1
+        seen_ids.add(ds_question_id)
         metainfos = record.get("metainfos") if isinstance(record.get("metainfos"), dict) else {}
         rows.append({
             "prompt_id": prompt_id,
-            "ds_question_id": str(record.get("ds_question_id") or path or prompt_id),
+            "ds_question_id": ds_question_id,
             "question": question,
             "image": png,
             "image_path": path,

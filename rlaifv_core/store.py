@@ -7,7 +7,9 @@
 Tasks pass `ArtifactRef`s (uri + sha256 + rows + schema), never payloads. A file becomes
 visible only when complete: local files are written to a temporary name and renamed; S3
 objects appear only when their upload completes; folders (checkpoints) are complete only once
-their `_manifest.json`, written last, lists every file with its hash.
+their `_manifest.json`, written last, lists every file with its hash. Remote reads and writes are
+retried on connection-level errors (`REMOTE_RETRY_DELAYS_S`: about 7 s in all, on top of the S3
+client's own retries), then fail with an error naming the URI; a failed write leaves no object.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -27,6 +30,9 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict
 
 MANIFEST = "_manifest.json"
+#: waits between attempts of a remote store operation that failed with a transient error
+REMOTE_RETRY_DELAYS_S = (0.5, 1.0, 2.0, 4.0)
+_PERMANENT = (FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError, NotADirectoryError)
 
 
 class ArtifactRef(BaseModel):
@@ -46,6 +52,32 @@ class ArtifactRef(BaseModel):
 
 class ArtifactCorrupt(RuntimeError):
     """An artifact's content does not match the hash its reference carries."""
+
+
+class StoreUnavailable(OSError):
+    """A remote store operation still failed after the bounded retries."""
+
+
+def _transient(error: BaseException) -> bool:
+    """A connection-level failure worth retrying (not a missing key or a refused permission)."""
+    if isinstance(error, _PERMANENT):
+        return False
+    if isinstance(error, (OSError, ConnectionError, TimeoutError)):
+        return True
+    return type(error).__module__.split(".")[0] in ("botocore", "aiobotocore", "urllib3", "aiohttp")
+
+
+def _retrying(what: str, operation, *args):
+    for attempt in range(len(REMOTE_RETRY_DELAYS_S) + 1):
+        try:
+            return operation(*args)
+        except Exception as error:  # noqa: BLE001 - re-raised unless transient
+            if not _transient(error):
+                raise
+            if attempt == len(REMOTE_RETRY_DELAYS_S):
+                raise StoreUnavailable(f"{what}: run store unavailable after {attempt + 1} attempts "
+                                       f"({type(error).__name__}: {error})") from error
+            time.sleep(REMOTE_RETRY_DELAYS_S[attempt])
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -116,15 +148,18 @@ class RunStore:
         else:
             # An object store publishes an object only when its (single or multipart) upload
             # completes, so a killed writer leaves nothing under this key.
-            self.fs.pipe_file(path, data)
+            _retrying(f"writing {uri}", self.fs.pipe_file, path, data)
         return ArtifactRef(uri=uri, sha256=sha256_bytes(data), rows=rows, schema_name=schema)
 
     def read_bytes(self, ref: ArtifactRef | str, verify: bool = True) -> bytes:
         uri = ref.uri if isinstance(ref, ArtifactRef) else self.uri(ref)
-        data = self.fs.cat_file(self._fs_path(uri))
+        data = self._remote(f"reading {uri}", self.fs.cat_file, self._fs_path(uri))
         if verify and isinstance(ref, ArtifactRef) and sha256_bytes(data) != ref.sha256:
             raise ArtifactCorrupt(f"{uri}: content hash differs from the reference {ref.short}")
         return data
+
+    def _remote(self, what: str, operation, *args):
+        return operation(*args) if self.is_local else _retrying(what, operation, *args)
 
     # -- tables -------------------------------------------------------------------------------
     def write_table(self, relpath: str, frame: pd.DataFrame, schema: str) -> ArtifactRef:
@@ -166,11 +201,11 @@ class RunStore:
                     shutil.rmtree(path)
                 os.replace(staging, path)
         else:
-            if self.fs.exists(f"{path}/{MANIFEST}"):
-                self.fs.rm_file(f"{path}/{MANIFEST}")
+            if _retrying(f"checking {uri}", self.fs.exists, f"{path}/{MANIFEST}"):
+                _retrying(f"writing {uri}", self.fs.rm_file, f"{path}/{MANIFEST}")
             for file in files:
-                self.fs.put_file(str(file), f"{path}/{file.relative_to(local_dir)}")
-            self.fs.pipe_file(f"{path}/{MANIFEST}", manifest_bytes)
+                _retrying(f"writing {uri}", self.fs.put_file, str(file), f"{path}/{file.relative_to(local_dir)}")
+            _retrying(f"writing {uri}", self.fs.pipe_file, f"{path}/{MANIFEST}", manifest_bytes)
         return ArtifactRef(uri=uri, sha256=sha256_bytes(manifest_bytes), rows=len(files), schema_name=schema)
 
     def local_folder(self, ref: ArtifactRef, cache_dir: str | Path | None = None) -> Path:

@@ -13,7 +13,7 @@ from rlaifv_core.config import ClaimsConfig, ModelsConfig, StoreConfig
 from rlaifv_core.roles import open_model
 from rlaifv_core.store import ArtifactRef
 
-from .common import Progress, artifact_key, counts_table, stage_cache, store_of
+from .common import Progress, artifact_key, counts_table, stage_cache, stage_hook, store_of
 
 
 def _role(spec):
@@ -25,6 +25,7 @@ def _role(spec):
 def split_and_rewrite(candidates_ref: ArtifactRef, prompts_ref: ArtifactRef, models: ModelsConfig, claims: ClaimsConfig,
                       splitter_fingerprint: str, rewriter_fingerprint: str, seed: int, store: StoreConfig,
                       out_path: str) -> tuple[ArtifactRef, dict]:
+    stage_hook("claims", out_path)
     run_store = store_of(store)
     candidates = run_store.read_table(candidates_ref)
     questions_by_prompt = run_store.read_table(prompts_ref).set_index("prompt_id")["question"]

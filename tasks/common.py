@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import os
 import time
 from pathlib import Path
 from typing import Any, Optional
@@ -104,3 +105,22 @@ def artifact_key(*parts: Any) -> str:
     """Prefect artifact keys allow lowercase letters, digits and dashes only."""
     text = "-".join(str(p) for p in parts).lower()
     return "".join(c if c.isalnum() else "-" for c in text).strip("-")[:120]
+
+
+def stage_hook(stage: str, where: str = "") -> None:
+    """Test-only fault injection (tests/reliability), inert unless these variables are set.
+
+    RLAIFV_TEST_STAGE_LOG=<file>: append "<stage> <where>" each time a stage's body starts (a cache
+    hit never gets here), so a test can tell which stages a re-run recomputed.
+    RLAIFV_TEST_PAUSE_AT=<stage> or <stage>@<where prefix>: at that point, append "PAUSED <stage>
+    <where>" to the log and sleep, so a test can kill the flow inside that stage."""
+    log, pause = os.environ.get("RLAIFV_TEST_STAGE_LOG"), os.environ.get("RLAIFV_TEST_PAUSE_AT")
+    if not log and not pause:
+        return
+    name, _, prefix = (pause or "").partition("@")
+    paused = name == stage and where.startswith(prefix)
+    if log:
+        with open(log, "a", encoding="utf-8") as handle:
+            handle.write(f"{'PAUSED ' if paused else ''}{stage} {where}\n")
+    if paused:
+        time.sleep(3600)

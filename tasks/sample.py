@@ -10,12 +10,13 @@ from rlaifv_core.config import ModelSpec, SamplingConfig, StoreConfig
 from rlaifv_core.roles import open_model
 from rlaifv_core.store import ArtifactRef
 
-from .common import Progress, local_checkpoint, stage_cache, store_of
+from .common import Progress, local_checkpoint, stage_cache, stage_hook, store_of
 
 
 @task(name="sample", cache_policy=stage_cache(core, hf), persist_result=True, retries=2, retry_delay_seconds=5)
 def sample_shard(prompts_ref: ArtifactRef, shard: tuple[int, int], policy: ModelSpec, policy_checkpoint: ArtifactRef | None,
                  policy_fingerprint: str, sampling: SamplingConfig, store: StoreConfig, out_path: str) -> ArtifactRef:
+    stage_hook("sample", out_path)
     run_store = store_of(store)
     prompts = run_store.read_table(prompts_ref).iloc[shard[0]:shard[1]]
     backend = open_model(policy, local_checkpoint(store, policy_checkpoint))

@@ -30,7 +30,7 @@ import rlaifv_core.dpo as core
 from rlaifv_core.config import DPOConfig, ModelSpec, StoreConfig
 from rlaifv_core.store import MANIFEST, ArtifactRef, RunStore, sha256_bytes
 
-from .common import Progress, local_checkpoint, store_of
+from .common import Progress, local_checkpoint, stage_hook, store_of
 
 
 class _KeyOf(CachePolicy):
@@ -93,6 +93,7 @@ def reference_logps(pairs_ref: ArtifactRef, reference: ModelSpec, reference_chec
                     reference_fingerprint: str, dpo: DPOConfig, store: StoreConfig, out_path: str) -> ArtifactRef:
     """Summed and per-token reference log-probs of every pair (`iter-<k>/ref_logps.parquet`); of the
     DPO section only the precision (`dtype`) and `ref_batch_size` matter, and only `dtype` is keyed."""
+    stage_hook("reference", out_path)
     logger = get_run_logger()
     run_store = store_of(store)
     pairs = run_store.read_table(pairs_ref)
@@ -116,6 +117,7 @@ def _progress_callback():
     class _Report(TrainerCallback):
         def on_step_end(self, args, state, control, **kwargs):
             progress(state.global_step, state.max_steps or 1)
+            stage_hook("dpo-step", f"step-{state.global_step}")
 
     return _Report()
 
@@ -145,6 +147,7 @@ def train_dpo(pairs_ref: ArtifactRef, ref_logps_ref: ArtifactRef, policy: ModelS
               folder: str) -> TrainDPOResult:
     """DPO from the starting policy against the cached reference; every checkpoint goes to
     `<folder>/checkpoints/step-<n>` as a complete model folder (LoRA: merged, adapter in `adapter/`)."""
+    stage_hook("dpo", folder)
     logger = get_run_logger()
     run_store = store_of(store)
     pairs = run_store.read_table(pairs_ref)

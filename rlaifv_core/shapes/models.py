@@ -66,38 +66,40 @@ def build_tokenizer() -> PreTrainedTokenizerFast:
     return tokenizer
 
 
-def build_processor() -> LlavaProcessor:
+def build_processor(image_size: int = IMAGE_SIZE, patch_size: int = CELL) -> LlavaProcessor:
+    """(image_size / patch_size)² image tokens per image: 9 for the world, 576 at LLaVA-1.5's 336/14."""
     image_processor = CLIPImageProcessorPil(
-        size={"shortest_edge": IMAGE_SIZE}, crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
+        size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size},
         do_center_crop=True, do_resize=True, do_convert_rgb=True,
     )
     return LlavaProcessor(
         image_processor=image_processor, tokenizer=build_tokenizer(), chat_template=CHAT_TEMPLATE,
-        patch_size=CELL, vision_feature_select_strategy="default", num_additional_image_tokens=1,
+        patch_size=patch_size, vision_feature_select_strategy="default", num_additional_image_tokens=1,
         image_token="<image>",
     )
 
 
-def build_model(processor: LlavaProcessor, size: ModelSize, seed: int = 0) -> LlavaForConditionalGeneration:
+def build_model(processor: LlavaProcessor, size: ModelSize, seed: int = 0, image_size: int = IMAGE_SIZE,
+                patch_size: int = CELL) -> LlavaForConditionalGeneration:
     import torch
 
     tokenizer = processor.tokenizer
     vision = CLIPVisionConfig(
         hidden_size=size.vision_hidden, intermediate_size=2 * size.vision_hidden,
         num_hidden_layers=size.vision_layers, num_attention_heads=size.vision_heads,
-        image_size=IMAGE_SIZE, patch_size=CELL, projection_dim=size.vision_hidden,
+        image_size=image_size, patch_size=patch_size, projection_dim=size.vision_hidden,
     )
     text = LlamaConfig(
         vocab_size=len(tokenizer), hidden_size=size.text_hidden, intermediate_size=2 * size.text_hidden,
         num_hidden_layers=size.text_layers, num_attention_heads=size.text_heads,
-        num_key_value_heads=size.text_heads, max_position_embeddings=256,
+        num_key_value_heads=size.text_heads, max_position_embeddings=max(256, (image_size // patch_size) ** 2 + 128),
         pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
         tie_word_embeddings=False,
     )
     config = LlavaConfig(
         vision_config=vision, text_config=text, image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
         vision_feature_select_strategy="default", vision_feature_layer=-1,
-        image_seq_length=(IMAGE_SIZE // CELL) ** 2, projector_hidden_act="gelu",
+        image_seq_length=(image_size // patch_size) ** 2, projector_hidden_act="gelu",
     )
     # Eager attention: at these widths the fused kernels' overhead outweighs their gain on a CPU.
     config._attn_implementation = "eager"
