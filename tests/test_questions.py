@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.fakes import ScriptedBackend
 from rlaifv_core.backends.base import Backend, ChatReply
 from rlaifv_core.config import ClaimsConfig, ModelSpec
 from rlaifv_core.questions import (
@@ -17,27 +18,6 @@ from rlaifv_core.questions import (
 )
 from rlaifv_core.shapes.world import COLOURS, SHAPES
 
-
-
-class ScriptedBackend(Backend):
-    """A text backend answering from a list of scripted replies (records every call)."""
-
-    fingerprint = "scripted"
-    identity = {"model": "scripted"}
-
-    def __init__(self, replies):
-        self.replies = list(replies)
-        self.calls: list[dict] = []
-
-    def generate(self, prompts, settings):  # pragma: no cover - not a vision backend
-        raise NotImplementedError
-
-    def yes_no(self, image, questions):  # pragma: no cover
-        raise NotImplementedError
-
-    def chat(self, messages, *, temperature=0.0, top_p=1.0, max_new_tokens=512, seed=0):
-        self.calls.append({"messages": messages, "temperature": temperature, "seed": seed})
-        return ChatReply(self.replies.pop(0), "scripted")
 
 
 # --------------------------------------------------------------------------------------------

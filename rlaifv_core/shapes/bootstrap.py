@@ -26,7 +26,6 @@ from pathlib import Path
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..questions import rule_question
 from .models import ModelSize, build_model, build_processor
 from .world import OBJECT_TYPES, PARTNER, ShapesWorld, canonical_order
 
@@ -100,6 +99,8 @@ def caption_example(world: ShapesWorld, rng: random.Random, qa_share: float, noi
 def yes_no_example(world: ShapesWorld, rng: random.Random, negated_share: float,
                    negative_mix: tuple[float, float, float] = (1.0, 1.0, 1.0)):
     """A claim about the scene, rewritten as the pipeline rewrites it, with a balanced answer."""
+    from ..questions import rule_question
+
     scene = world.scene(rng.getrandbits(40))
     present = canonical_order(scene.objects)
     if rng.random() < 0.5:

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
-from transformers import (CLIPImageProcessorPil, CLIPVisionConfig, LlamaConfig, LlavaConfig,
-                          LlavaForConditionalGeneration, LlavaProcessor, PreTrainedTokenizerFast)
+from typing import TYPE_CHECKING
 
 from .world import CELL, IMAGE_SIZE, vocabulary
+
+if TYPE_CHECKING:  # transformers is imported where models are built: knowing a size must stay cheap
+    from transformers import LlavaForConditionalGeneration, LlavaProcessor, PreTrainedTokenizerFast
 
 SPECIAL = ["<pad>", "<unk>", "<s>", "</s>", "<image>"]
 
@@ -52,7 +53,10 @@ class ModelSize:
         return asdict(self)
 
 
-def build_tokenizer() -> PreTrainedTokenizerFast:
+def build_tokenizer() -> "PreTrainedTokenizerFast":
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
     words = SPECIAL + [w for w in vocabulary() if w not in SPECIAL]
     core = Tokenizer(models.WordLevel(vocab={w: i for i, w in enumerate(words)}, unk_token="<unk>"))
     core.normalizer = normalizers.Lowercase()
@@ -66,8 +70,10 @@ def build_tokenizer() -> PreTrainedTokenizerFast:
     return tokenizer
 
 
-def build_processor(image_size: int = IMAGE_SIZE, patch_size: int = CELL) -> LlavaProcessor:
+def build_processor(image_size: int = IMAGE_SIZE, patch_size: int = CELL) -> "LlavaProcessor":
     """(image_size / patch_size)² image tokens per image: 9 for the world, 576 at LLaVA-1.5's 336/14."""
+    from transformers import CLIPImageProcessorPil, LlavaProcessor
+
     image_processor = CLIPImageProcessorPil(
         size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size},
         do_center_crop=True, do_resize=True, do_convert_rgb=True,
@@ -79,9 +85,10 @@ def build_processor(image_size: int = IMAGE_SIZE, patch_size: int = CELL) -> Lla
     )
 
 
-def build_model(processor: LlavaProcessor, size: ModelSize, seed: int = 0, image_size: int = IMAGE_SIZE,
-                patch_size: int = CELL) -> LlavaForConditionalGeneration:
+def build_model(processor: "LlavaProcessor", size: ModelSize, seed: int = 0, image_size: int = IMAGE_SIZE,
+                patch_size: int = CELL) -> "LlavaForConditionalGeneration":
     import torch
+    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
 
     tokenizer = processor.tokenizer
     vision = CLIPVisionConfig(

@@ -167,7 +167,17 @@ def test_kill_9_during_a_stage_then_rerun_equals_an_uninterrupted_run(case, unin
     assert [r.get("pair_counts") for r in mine] == [r.get("pair_counts") for r in theirs]
     for a, b in zip(mine, theirs):
         assert a["metrics"] == pytest.approx(b["metrics"], abs=1e-6)
-        assert (a.get("dpo") or {}) == pytest.approx(b.get("dpo") or {}, rel=1e-4, abs=1e-6)
+        if case == "dpo":  # Trainer averages logged metrics over `logging_steps`; the window cut by the kill
+            assert (a.get("dpo") or {}).keys() == (b.get("dpo") or {}).keys()  # restarts (docs/reliability.md)
+        else:
+            assert (a.get("dpo") or {}) == pytest.approx(b.get("dpo") or {}, rel=1e-6, abs=1e-9)
+    for step in ("step-1", "step-2"):  # the trained weights themselves
+        from safetensors.torch import load_file
+
+        ours = load_file(root / "iter-1" / "checkpoints" / step / "model.safetensors")
+        reference = load_file(reference_root / "iter-1" / "checkpoints" / step / "model.safetensors")
+        assert ours.keys() == reference.keys()
+        assert all(torch.allclose(ours[k], reference[k], atol=1e-6) for k in ours), step
 
 
 # -- out of memory -------------------------------------------------------------------------------------------
