@@ -22,7 +22,7 @@ def tiny_overrides(store: Path, model_dir: Path, run: str = "t") -> list[str]:
     return [f"store.url={store}", f"store.run_name={run}", "iteration.iterations=2", "prompts.per_iteration=8",
             "sampling.n=4", "sampling.max_new_tokens=10", "sampling.shard_size=8", "dpo.batch_size=4",
             "dpo.checkpoints_per_epoch=2", f"models.policy.name_or_path={model_dir}",
-            f"models.labeler.name_or_path={model_dir}", "pairs.builder=paper", "pairs.length_balance=false",
+            f"models.labeler.name_or_path={model_dir}", "pairs.builder=best_of_n", "pairs.length_balance=false",
             "eval.shapes_scenes=10", "eval.max_new_tokens=10", "iteration.retry_delay_s=0"]
 
 
@@ -46,7 +46,8 @@ def test_two_iterations_write_summary_and_rerun_is_cached(prefect_server, tmp_pa
     assert [row["iteration"] for row in summary["iterations"]] == [0, 1, 2]
     assert (root / "summary.png").read_bytes()[:4] == b"\x89PNG"
     stored = json.loads((root / "summary.json").read_text())
-    assert stored["iterations"][1]["pairs"] >= 0 and "shapes.chair_i" in stored["iterations"][2]["metrics"]
+    assert stored["iterations"][1]["pairs"] > 0 and "shapes.chair_i" in stored["iterations"][2]["metrics"]
+    assert list((root / "iter-1" / "checkpoints").iterdir())  # DPO ran and wrote checkpoints
     for k in (1, 2):
         assert (root / f"iter-{k}" / "pairs.parquet").exists() and (root / f"iter-{k}" / "selection.json").exists()
 
@@ -97,25 +98,31 @@ def _run_iterate(store: Path, model_dir: Path, env: dict) -> subprocess.Popen:
 
 @pytest.mark.slow
 def test_killed_during_dpo_then_resumed_equals_uninterrupted(tmp_path, tiny_model_dir):
+    """kill -9 inside DPO of iteration 1 (parked there by the test-only stage hook after its first
+    step), start again: the resumed run's selections and metrics equal an uninterrupted run's."""
     env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
     env.pop("PREFECT_API_URL", None)
+    stage_log = tmp_path / "stages.log"
     killed_store = tmp_path / "killed"
-    proc = _run_iterate(killed_store, tiny_model_dir, env)
-    work = killed_store / "t" / "iter-1" / ".train-work"
+    proc = _run_iterate(killed_store, tiny_model_dir, {**env, "RLAIFV_TEST_STAGE_LOG": str(stage_log),
+                                                        "RLAIFV_TEST_PAUSE_AT": "dpo-step@step-1"})
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
-        if work.exists() and any(work.rglob("checkpoint-*")):
+        if stage_log.exists() and "PAUSED dpo-step" in stage_log.read_text():
             break
-        time.sleep(0.05)
-    assert proc.poll() is None, "the flow finished before DPO could be interrupted:\n" + proc.stdout.read()[-3000:]
+        time.sleep(0.1)
+    assert proc.poll() is None, "the flow ended before DPO was reached:\n" + proc.stdout.read()[-3000:]
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not (killed_store / "t" / "summary.json").exists()
     assert (killed_store / "t" / "iter-1" / "pairs.parquet").exists()  # finished stages stay finished
 
-    resumed = _run_iterate(killed_store, tiny_model_dir, env)
+    stage_log.write_text("")
+    resumed = _run_iterate(killed_store, tiny_model_dir, {**env, "RLAIFV_TEST_STAGE_LOG": str(stage_log)})
     out, _ = resumed.communicate(timeout=600)
     assert resumed.returncode == 0, out[-3000:]
+    recomputed = stage_log.read_text()
+    assert "sample iter-1" not in recomputed and "judge iter-1" not in recomputed  # no finished stage ran again
     clean = _run_iterate(tmp_path / "clean", tiny_model_dir, env)
     clean_out, _ = clean.communicate(timeout=600)
     assert clean.returncode == 0, clean_out[-3000:]

@@ -1,0 +1,459 @@
+"""Deployments for real: a Prefect server, a process work pool, `prefect deploy` of deployments/prefect.yaml, a
+worker, a run triggered the way the UI triggers it, its artifact read back through the API, the run's page in
+headless Chromium, the weekly schedule (inactive by default, switchable), the `gpu` concurrency limit taken by
+the model-running tasks, and `deployments/serve.py`. Everything on 127.0.0.1, stopped by the tests.
+
+The commands run here are taken from README.md's "Running it for real" section (ports substituted), so the
+README shows exactly what is tested.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+import yaml
+
+from rlaifv_core.config import load_config
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+README_SECTION = "## Running it for real"
+OUTPUT = ROOT / "test-output"
+
+
+# -- the README's commands ---------------------------------------------------------------------------
+def readme_commands() -> list[str]:
+    """Command lines of the bash blocks in README.md's "Running it for real" section (comments dropped,
+    continuation lines joined)."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert README_SECTION in text, f"README.md has no {README_SECTION!r} section"
+    section = text.split(README_SECTION, 1)[1].split("\n## ", 1)[0]
+    commands = []
+    for block in re.findall(r"```bash\n(.*?)```", section, flags=re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            line = line.split(" #", 1)[0].strip()
+            if line and not line.startswith("#"):
+                commands.append(re.sub(r"\s+", " ", line))
+    return commands
+
+
+def readme_command(prefix: str) -> str:
+    matches = [c for c in readme_commands() if c.startswith(prefix)]
+    assert len(matches) == 1, f"README: expected one command starting with {prefix!r}, found {matches}"
+    return matches[0]
+
+
+# Every README command starts with one of these; each is run by the test named (this file unless noted).
+TESTED_PREFIXES = {
+    "prefect server start": "prefect_stack fixture",
+    "export PREFECT_API_URL=": "prefect_stack fixture (environment of every command)",
+    "prefect work-pool create": "deployed_run fixture",
+    "prefect --no-prompt deploy": "deployed_run fixture",
+    "prefect worker start": "deployed_run fixture",
+    "prefect gcl create": "deployed_run fixture",
+    "prefect deployment schedule ls": "test_weekly_schedule_is_inactive_by_default_and_switchable",
+    "prefect deployment schedule resume": "test_weekly_schedule_is_inactive_by_default_and_switchable",
+    "prefect deployment schedule pause": "test_weekly_schedule_is_inactive_by_default_and_switchable",
+    "python deployments/serve.py": "test_serve_py_serves_the_same_deployments_in_one_process",
+    "export AWS_ACCESS_KEY_ID=": "tests/test_s3_store.py (environment of the run)",
+    "python flows/iterate.py store.url=s3://": "tests/test_s3_store.py",
+    "dask scheduler": "tests/test_scale_out.py",
+    "dask worker": "tests/test_scale_out.py",
+    "python flows/generate.py scale.task_runner=dask scale.dask_address=": "tests/test_scale_out.py",
+    "python flows/generate.py scale.task_runner=dask scale.dask_workers=": "tests/test_scale_out.py",
+}
+
+
+def test_every_readme_command_is_run_by_a_test():
+    commands = readme_commands()
+    assert commands, "no commands in the README section"
+    untested = [c for c in commands if not any(c.startswith(p) for p in TESTED_PREFIXES)]
+    assert untested == []
+    for prefix in TESTED_PREFIXES:
+        readme_command(prefix)  # exactly one README line per tested command
+
+
+# -- the deployment files (fast) ---------------------------------------------------------------------
+def test_prefect_yaml_deploys_the_four_flows_with_configs_defaults_and_an_inactive_weekly_schedule():
+    spec = yaml.safe_load((ROOT / "deployments" / "prefect.yaml").read_text())
+    entrypoints = {d["entrypoint"]: d for d in spec["deployments"]}
+    assert set(entrypoints) == {"flows/iterate.py:iterate", "flows/generate.py:generate", "flows/train.py:train",
+                                "flows/evaluate.py:evaluate"}
+    for entrypoint, item in entrypoints.items():
+        assert (ROOT / entrypoint.split(":")[0]).exists()
+        assert item["work_pool"]["name"] == "rlaifv-local"
+        assert item["parameters"]["config"] == "{{ shapes.config }}"
+    (schedule,) = entrypoints["flows/iterate.py:iterate"]["schedules"]
+    assert schedule["active"] is False and schedule["cron"] == "0 3 * * 1"
+
+    sys.path.insert(0, str(ROOT / "deployments"))
+    try:
+        import steps
+    finally:
+        sys.path.remove(str(ROOT / "deployments"))
+    (step,) = spec["build"]
+    (name, inputs), = step.items()
+    assert name == "deployments/steps.py:config_parameter" and inputs["id"] == "shapes"
+    produced = steps.config_parameter(inputs["path"])["config"]
+    assert produced == load_config("configs/shapes.yaml").model_dump(mode="json")
+
+
+def _render(template, values):
+    from prefect.utilities.templating import apply_values
+
+    return apply_values(template, values)
+
+
+def test_kubernetes_gpu_template_renders_gpu_limits_and_keeps_credentials_in_a_kubernetes_secret():
+    template = json.loads((ROOT / "deployments" / "k8s-gpu-job-template.json").read_text())
+    spec = yaml.safe_load((ROOT / "deployments" / "prefect-k8s.yaml").read_text())
+    properties = template["variables"]["properties"]
+    for item in spec["deployments"]:
+        job_variables = item["work_pool"]["job_variables"]
+        assert set(job_variables) <= set(properties), set(job_variables) - set(properties)
+        values = {k: v.get("default") for k, v in properties.items()} | job_variables
+        manifest = _render(template["job_configuration"]["job_manifest"], values)
+        pod = manifest["spec"]["template"]["spec"]
+        container = pod["containers"][0]
+        assert container["resources"]["limits"]["nvidia.com/gpu"] == job_variables["gpu_count"] == 8
+        assert container["envFrom"] == [{"secretRef": {"name": "rlaifv-aws", "optional": True}}]
+        assert pod["tolerations"][0]["key"] == "nvidia.com/gpu"
+        assert "{{" not in json.dumps(manifest)
+        assert not [k for k in job_variables.get("env", {}) if k.startswith("AWS_")]  # from the Secret only
+        assert not [k for k in job_variables.get("env", {}) if re.search(r"KEY|SECRET|PASSWORD|_TOKEN$", k)]
+    (build,) = spec["build"]
+    overrides = build["deployments/steps.py:config_parameter"]["overrides"]
+    config = load_config("configs/llava15-7b.yaml", overrides)
+    assert config.scale.gpu_concurrency_limit == "gpu" and config.store.url.startswith("s3://")
+
+
+# -- a real Prefect server ---------------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Proc:
+    """A process group started by a test, with its output in a log file; `stop()` ends the whole group."""
+
+    name: str
+    popen: subprocess.Popen
+    log: Path
+
+    def tail(self, chars: int = 4000) -> str:
+        return self.log.read_text(errors="replace")[-chars:] if self.log.exists() else ""
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            for sig, wait in ((signal.SIGINT, 15), (signal.SIGTERM, 10), (signal.SIGKILL, 10)):
+                try:
+                    os.killpg(self.popen.pid, sig)
+                except ProcessLookupError:
+                    break
+                try:
+                    self.popen.wait(wait)
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
+        try:  # children left in the group (flow-run subprocesses)
+            os.killpg(self.popen.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def _argv(command: str) -> list[str]:
+    argv = command.split()
+    if argv[0] == "prefect":
+        argv[0] = str(BIN / "prefect")
+    elif argv[0] == "python":
+        argv[0] = sys.executable
+    return argv
+
+
+@dataclass
+class PrefectStack:
+    port: int
+    env: dict
+    home: Path
+    procs: list = field(default_factory=list)
+
+    @property
+    def api(self) -> str:
+        return f"http://127.0.0.1:{self.port}/api"
+
+    def command(self, prefix: str, **substitute) -> str:
+        command = readme_command(prefix).replace("4200", str(self.port))
+        for key, value in substitute.items():
+            command = command.replace(key, str(value))
+        return command
+
+    def run(self, command: str, timeout: int = 180) -> str:
+        done = subprocess.run(_argv(command), cwd=ROOT, env=self.env, capture_output=True, text=True,
+                              timeout=timeout)
+        assert done.returncode == 0, f"{command}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+        return done.stdout
+
+    def start(self, name: str, command: str, extra_env: dict | None = None) -> Proc:
+        log = self.home / f"{name}.log"
+        popen = subprocess.Popen(_argv(command), cwd=ROOT, env={**self.env, **(extra_env or {})},
+                                 stdout=open(log, "wb"), stderr=subprocess.STDOUT, start_new_session=True)
+        proc = Proc(name, popen, log)
+        self.procs.append(proc)
+        return proc
+
+    def get(self, path: str):
+        with urllib.request.urlopen(self.api + path, timeout=30) as response:
+            return json.load(response)
+
+    def post(self, path: str, body: dict):
+        request = urllib.request.Request(self.api + path, data=json.dumps(body).encode(), method="POST",
+                                         headers={"content-type": "application/json"})
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.load(response)
+
+    def deployment(self, flow: str, name: str = "shapes") -> dict:
+        found = self.post("/deployments/filter", {"flows": {"name": {"any_": [flow]}},
+                                                  "deployments": {"name": {"any_": [name]}}})
+        assert len(found) == 1, found
+        return found[0]
+
+    def wait_for_run(self, flow_run_id: str, timeout: float, *watch: Proc) -> dict:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            run = self.get(f"/flow_runs/{flow_run_id}")
+            if run["state"]["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
+                return run
+            for proc in watch:
+                assert proc.popen.poll() is None, f"{proc.name} exited:\n{proc.tail()}"
+            time.sleep(1)
+        raise AssertionError(f"flow run {flow_run_id} did not finish in {timeout}s:\n" +
+                             "\n".join(p.tail() for p in watch))
+
+
+def wait_http(url: str, proc: Proc, timeout: float = 90) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        assert proc.popen.poll() is None, f"{proc.name} exited:\n{proc.tail()}"
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        time.sleep(0.5)
+    raise AssertionError(f"{url} not up in {timeout}s:\n{proc.tail()}")
+
+
+@pytest.fixture(scope="module")
+def prefect_stack(tmp_path_factory):
+    home = tmp_path_factory.mktemp("prefect-home")
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env.update({"PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+                "PREFECT_WORKER_QUERY_SECONDS": "2", "PREFECT_RUNNER_POLL_FREQUENCY": "2",
+                "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"})
+    stack = PrefectStack(port=port, env=env, home=home)
+    export = readme_command("export PREFECT_API_URL=").replace("4200", str(port))
+    key, value = export.removeprefix("export ").split("=", 1)
+    env[key] = value
+    assert value == stack.api
+    try:
+        server = stack.start("server", stack.command("prefect server start"))
+        wait_http(f"{stack.api}/health", server)
+        yield stack
+    finally:
+        for proc in reversed(stack.procs):
+            proc.stop()
+
+
+def tiny_config(store: Path, model_dir: Path, *more: str) -> dict:
+    overrides = [f"store.url={store}", "store.run_name=deployed", "iteration.iterations=1", "prompts.per_iteration=4",
+                 "sampling.n=4", "sampling.max_new_tokens=8", "sampling.shard_size=2", "dpo.batch_size=4",
+                 "dpo.checkpoints_per_epoch=1", f"models.policy.name_or_path={model_dir}",
+                 f"models.labeler.name_or_path={model_dir}", "pairs.builder=paper", "pairs.length_balance=false",
+                 "judge.threshold=0.51", "eval.shapes_scenes=4", "eval.max_new_tokens=8", "iteration.retry_delay_s=0",
+                 *more]
+    return load_config("configs/shapes.yaml", overrides).model_dump(mode="json")
+
+
+def trigger_like_the_ui(stack: PrefectStack, deployment_id: str, parameters: dict) -> dict:
+    """What the UI's "Run → Custom run" form sends."""
+    return stack.post(f"/deployments/{deployment_id}/create_flow_run", {
+        "state": {"type": "SCHEDULED", "message": "Run from the Prefect UI", "state_details": {}},
+        "parameters": parameters, "enforce_parameter_schema": True, "tags": []})
+
+
+@dataclass
+class DeployedRun:
+    flow_run: dict
+    deployment: dict
+    started: datetime
+
+
+@pytest.fixture(scope="module")
+def deployed_run(prefect_stack, tiny_model_dir, tmp_path_factory) -> DeployedRun:
+    stack = prefect_stack
+    stack.run(stack.command("prefect work-pool create"))
+    stack.run(stack.command("prefect gcl create"))
+    stack.run(stack.command("prefect --no-prompt deploy"), timeout=300)
+    worker = stack.start("worker", stack.command("prefect worker start"))
+
+    deployment = stack.deployment("iterate")
+    started = datetime.now(timezone.utc) - timedelta(seconds=5)
+    store = tmp_path_factory.mktemp("deployed-store")
+    run = trigger_like_the_ui(stack, deployment["id"], {
+        "config": tiny_config(store, tiny_model_dir, "scale.gpu_concurrency_limit=gpu")})
+    finished = stack.wait_for_run(run["id"], 300, worker)
+    assert finished["state"]["type"] == "COMPLETED", f"{finished['state']}\n{worker.tail()}"
+    return DeployedRun(flow_run=finished, deployment=deployment, started=started)
+
+
+# -- the integration tests ---------------------------------------------------------------------------
+@pytest.mark.slow
+def test_deployed_iterate_runs_on_a_worker_and_its_table_artifact_reads_back(prefect_stack, deployed_run):
+    stack = prefect_stack
+    names = {(stack.get(f"/flows/{d['flow_id']}")["name"], d["name"])
+             for d in stack.post("/deployments/filter", {})}
+    assert names >= {("iterate", "shapes"), ("generate", "shapes"), ("train-dpo", "shapes"), ("evaluate", "shapes")}
+    shapes = load_config("configs/shapes.yaml").model_dump(mode="json")
+    assert deployed_run.deployment["parameters"]["config"] == shapes  # defaults from configs/
+    assert deployed_run.deployment["work_pool_name"] == "rlaifv-local"
+
+    flow_run = deployed_run.flow_run
+    assert flow_run["deployment_id"] == deployed_run.deployment["id"]
+    artifacts = stack.post("/artifacts/filter", {"artifacts": {"flow_run_id": {"any_": [flow_run["id"]]},
+                                                               "type": {"any_": ["table"]}}})
+    table = {a["key"]: a for a in artifacts}["deployed-iterations"]
+    rows = json.loads(table["data"]) if isinstance(table["data"], str) else table["data"]
+    assert [row["iteration"] for row in rows] == [0, 1]
+    assert rows[0]["selected"] == "start" and rows[1]["pairs"] > 0 and "shapes.chair_s" in rows[1]
+
+
+@pytest.mark.slow
+def test_model_running_tasks_took_the_gpu_concurrency_limit(prefect_stack, deployed_run):
+    stack = prefect_stack
+    since = deployed_run.started.isoformat()
+    events, page = [], stack.post("/events/filter", {
+        "filter": {"event": {"prefix": ["prefect.concurrency-limit."]}, "occurred": {"since": since}}, "limit": 50})
+    while True:
+        events += page["events"]
+        if not page.get("next_page"):
+            break
+        with urllib.request.urlopen(page["next_page"], timeout=30) as response:
+            page = json.load(response)
+    gpu = [e for e in events if e["resource"].get("prefect.resource.name") == "gpu"]
+    acquired = [e for e in gpu if e["event"].endswith(".acquired")]
+    released = [e for e in gpu if e["event"].endswith(".released")]
+    tasks = {r["prefect.resource.name"].rsplit("-", 1)[0] for e in acquired for r in e["related"]
+             if r.get("prefect.resource.role") == "task-run"}
+    assert {"sample", "judge", "reference-logps", "train-dpo", "evaluate"} <= tasks, tasks
+    assert len(acquired) == len(released) >= 7
+    limit = stack.get("/v2/concurrency_limits/gpu")
+    assert limit["limit"] == 1 and limit["active_slots"] == 0
+
+
+def find_chromium() -> str | None:
+    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
+        if path := shutil.which(name):
+            return path
+    return None
+
+
+def chromium(args: list[str], profile: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([find_chromium(), "--headless", "--no-sandbox", "--disable-gpu",
+                           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                           "--no-first-run", "--disable-default-apps", f"--user-data-dir={profile}",
+                           "--virtual-time-budget=15000", *args],
+                          capture_output=True, text=True, timeout=120)
+
+
+def visible_text(dom: str) -> str:
+    import html
+
+    text = re.sub(r"<(script|style)\b.*?</\1>", " ", dom, flags=re.S)
+    return html.unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", text)))
+
+
+@pytest.mark.slow
+def test_the_runs_page_in_the_ui_shows_the_completed_run(prefect_stack, deployed_run, tmp_path):
+    if find_chromium() is None:
+        pytest.skip("no headless Chromium on this machine (Debian: apt-get install chromium; .ci/run does this)")
+    flow_run = deployed_run.flow_run
+    url = f"http://127.0.0.1:{prefect_stack.port}/runs/flow-run/{flow_run['id']}"
+    dom = chromium(["--dump-dom", url], tmp_path / "profile-dom")
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    text = visible_text(dom.stdout)
+    for expected in (flow_run["name"], "Completed", "iterate", "shapes", "rlaifv-local", "Artifacts", "Subflow Runs"):
+        assert expected in text, f"{expected!r} not on the run's page: {text[:1500]}"
+
+    OUTPUT.mkdir(exist_ok=True)
+    shot = OUTPUT / "deployed-iterate-flow-run.png"
+    shot.unlink(missing_ok=True)
+    done = chromium(["--window-size=1400,1000", f"--screenshot={shot}", url], tmp_path / "profile-shot")
+    assert done.returncode == 0 and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", done.stderr[-2000:]
+    assert shot.stat().st_size > 20_000  # a rendered page, not a blank one
+
+
+@pytest.mark.slow
+def test_weekly_schedule_is_inactive_by_default_and_switchable(prefect_stack, deployed_run):
+    stack = prefect_stack
+    deployment_id = deployed_run.deployment["id"]
+    (schedule,) = stack.get(f"/deployments/{deployment_id}")["schedules"]
+    assert schedule["active"] is False and schedule["slug"] == "weekly-realignment"
+    assert schedule["schedule"]["cron"] == "0 3 * * 1" and schedule["schedule"]["timezone"] == "UTC"
+
+    listed = stack.run(stack.command("prefect deployment schedule ls"))
+    assert schedule["id"] in listed and "False" in listed
+    stack.run(stack.command("prefect deployment schedule resume", **{"<SCHEDULE_ID>": schedule["id"]}))
+    assert stack.get(f"/deployments/{deployment_id}")["schedules"][0]["active"] is True
+    stack.run(stack.command("prefect deployment schedule pause", **{"<SCHEDULE_ID>": schedule["id"]}))
+    assert stack.get(f"/deployments/{deployment_id}")["schedules"][0]["active"] is False
+
+
+@pytest.mark.slow
+def test_serve_py_serves_the_same_deployments_in_one_process(prefect_stack, tiny_model_dir, tmp_path):
+    stack = prefect_stack
+    server = stack.procs[0]
+    served = stack.start("serve", stack.command("python deployments/serve.py"))
+    try:
+        deadline = time.time() + 180
+        while time.time() < deadline:  # served deployments have no work pool and a live runner
+            try:
+                deployment = stack.deployment("generate")
+                if deployment["work_pool_name"] is None and deployment.get("status") == "READY":
+                    break
+            except AssertionError:
+                pass
+            assert served.popen.poll() is None and server.popen.poll() is None, served.tail()
+            time.sleep(1)
+        else:
+            raise AssertionError(f"serve.py did not serve generate/shapes:\n{served.tail()}")
+        iterate = stack.deployment("iterate")
+        assert iterate["work_pool_name"] is None
+        assert [s["active"] for s in iterate["schedules"]] == [False]
+        assert iterate["parameters"]["config"] == load_config("configs/shapes.yaml").model_dump(mode="json")
+
+        config = tiny_config(tmp_path / "store", tiny_model_dir)
+        run = trigger_like_the_ui(stack, deployment["id"], {"config": config, "iteration": 1})
+        finished = stack.wait_for_run(run["id"], 240, served)
+        assert finished["state"]["type"] == "COMPLETED", f"{finished['state']}\n{served.tail()}"
+        assert (tmp_path / "store" / "deployed" / "iter-1" / "pairs.parquet").exists()
+    finally:
+        served.stop()
+        stack.procs.remove(served)
