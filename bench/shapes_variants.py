@@ -29,7 +29,7 @@ VARIANTS: dict[str, list[str]] = {
     "default-s2": ["iteration.seed=2"],
     "paper-rule": ["pairs.builder=paper"],
     "paper-rule-no-length-balance": ["pairs.builder=paper", "pairs.length_balance=false"],
-    "minimal-edit-no-anchor": ["pairs.anchors_per_prompt=0"],
+    "minimal-edit-no-anchor": ["pairs.anchors_per_prompt=0", "pairs.length_balance=false"],
     "oracle": ["models.labeler.backend=oracle"],
     "best-of-n-sft": ["pairs.builder=best_of_n", "dpo.loss_type=[sft]", "pairs.length_balance=false"],
 }

@@ -43,6 +43,7 @@ class IterationResult(BaseModel):
     metrics: dict[str, float]
     pairs: int
     pair_counts: dict
+    counts: dict
     dpo_metrics: dict[str, float]
     scores: dict[str, dict[str, float]]
 
@@ -89,13 +90,15 @@ def run_iteration(config: RunConfig, iteration: int, policy: ArtifactRef | None,
     data: GenerateResult = generate(config, iteration=iteration, policy_checkpoint=policy)
     trained = train_iteration(config, iteration, data.pairs, policy)
     candidates = {"start": policy} | {f"step-{c.step}": c.ref for c in trained.checkpoints}
-    scores = evaluate_checkpoints(config, iteration, {k: v for k, v in candidates.items() if k != "start"})
-    scores["start"] = start_scores
+    # The starting policy comes first, so a checkpoint must be strictly better to replace it.
+    scores = {"start": start_scores} | evaluate_checkpoints(config, iteration,
+                                                            {k: v for k, v in candidates.items() if k != "start"})
     decision = select_checkpoint(scores, config.selection, baseline_recall=baseline_recall)
     store_of(config.store).write_json(f"iter-{iteration}/selection.json", decision.as_dict(), schema="selection")
     print(f"iteration {iteration}: selected {decision.chosen} ({decision.rule})")
     return IterationResult(iteration=iteration, selected=decision.chosen, policy=candidates[decision.chosen],
                            metrics=scores[decision.chosen], pairs=data.pairs.rows or 0, pair_counts=data.counts["pairs"],
+                           counts=data.counts,
                            dpo_metrics=trained.metrics, scores=scores)
 
 
@@ -112,7 +115,8 @@ def iterate(config: RunConfig = DEFAULT_CONFIG) -> dict:
         result = run_iteration(config, iteration, policy, start, baseline_recall)
         policy, start = result.policy, result.metrics
         rows.append({"iteration": iteration, "selected": result.selected, "pairs": result.pairs,
-                     "metrics": result.metrics, "pair_counts": result.pair_counts, "dpo": result.dpo_metrics,
+                     "metrics": result.metrics, "pair_counts": result.pair_counts, "counts": result.counts,
+                     "dpo": result.dpo_metrics,
                      "policy": result.policy.uri if result.policy else None})
     return write_summary(config, rows)
 

@@ -429,24 +429,21 @@ def test_weekly_schedule_is_inactive_by_default_and_switchable(prefect_stack, de
 @pytest.mark.slow
 def test_serve_py_serves_the_same_deployments_in_one_process(prefect_stack, tiny_model_dir, tmp_path):
     stack = prefect_stack
+    for worker in [p for p in stack.procs if p.name == "worker"]:  # serve.py instead of the worker, not beside it
+        worker.stop()
+        stack.procs.remove(worker)
     server = stack.procs[0]
     served = stack.start("serve", stack.command("python deployments/serve.py"))
     try:
         deadline = time.time() + 180
-        while time.time() < deadline:  # served deployments have no work pool and a live runner
-            try:
-                deployment = stack.deployment("generate")
-                if deployment["work_pool_name"] is None and deployment.get("status") == "READY":
-                    break
-            except AssertionError:
-                pass
+        while "being served" not in served.tail(20_000):
+            assert time.time() < deadline, f"serve.py did not start serving:\n{served.tail()}"
             assert served.popen.poll() is None and server.popen.poll() is None, served.tail()
             time.sleep(1)
-        else:
-            raise AssertionError(f"serve.py did not serve generate/shapes:\n{served.tail()}")
+        deployment = stack.deployment("generate")
         iterate = stack.deployment("iterate")
-        assert iterate["work_pool_name"] is None
-        assert [s["active"] for s in iterate["schedules"]] == [False]
+        assert iterate["entrypoint"] == "flows/iterate.py:iterate"
+        assert [(s["active"], s["slug"]) for s in iterate["schedules"]] == [(False, "weekly-realignment")]
         assert iterate["parameters"]["config"] == load_config("configs/shapes.yaml").model_dump(mode="json")
 
         config = tiny_config(tmp_path / "store", tiny_model_dir)
@@ -454,6 +451,7 @@ def test_serve_py_serves_the_same_deployments_in_one_process(prefect_stack, tiny
         finished = stack.wait_for_run(run["id"], 240, served)
         assert finished["state"]["type"] == "COMPLETED", f"{finished['state']}\n{served.tail()}"
         assert (tmp_path / "store" / "deployed" / "iter-1" / "pairs.parquet").exists()
+        assert f"'{run['name']}'" in served.tail(200_000) or run["id"] in served.tail(200_000)  # it ran here
     finally:
         served.stop()
         stack.procs.remove(served)
