@@ -110,6 +110,20 @@ def test_gpu_guard_takes_the_named_limit_and_keeps_the_cache_identity(monkeypatc
     assert taken == [("gpu", 1, True)]
 
 
+@pytest.mark.slow
+def test_a_missing_gpu_limit_fails_the_task_instead_of_running_unguarded(prefect_api):
+    from prefect import flow
+
+    guarded = gpu_guarded(_add_one.with_options(retries=0), ScaleConfig(gpu_concurrency_limit="no-such-limit"))
+
+    @flow
+    def uses_a_missing_limit() -> int:
+        return guarded(1)
+
+    with pytest.raises(Exception, match="no-such-limit"):
+        uses_a_missing_limit()
+
+
 # -- Dask: byte-identical to threads ---------------------------------------------------------------------
 def tiny_overrides(store: Path, model_dir: Path) -> list[str]:
     # 8 prompts in 4 shards; judge.threshold just above the random labeler's P(yes) share, so that some claims
