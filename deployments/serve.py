@@ -60,7 +60,7 @@ def _concurrency(config: dict[str, Any] | int | None):
 
 def load_deployments(prefect_file: Path = HERE / "prefect.yaml") -> tuple[list, dict[str, str]]:
     """The RunnerDeployments of a prefect.yaml, and the `env` job variables its deployments set."""
-    from prefect.flows import load_flow_from_entrypoint
+    from prefect.flows import Flow
     from prefect.utilities.templating import apply_values
 
     spec = yaml.safe_load(Path(prefect_file).read_text())
@@ -68,7 +68,9 @@ def load_deployments(prefect_file: Path = HERE / "prefect.yaml") -> tuple[list, 
     with contextlib.chdir(ROOT):  # step paths and entrypoints are relative to the repository root
         outputs = _build_outputs(spec)
         for item in spec["deployments"]:
-            flow = load_flow_from_entrypoint(item["entrypoint"])
+            # code from this checkout: the deployment's pull step is `set_working_directory: <repository root>`,
+            # as `prefect deploy` records it, so serving replaces a deployed deployment of the same name cleanly
+            flow = Flow.from_source(source=str(ROOT), entrypoint=item["entrypoint"])
             parameters = apply_values(item.get("parameters") or {}, outputs)
             deployments.append(flow.to_deployment(
                 name=item["name"], parameters=parameters, description=item.get("description"), tags=item.get("tags"),

@@ -443,6 +443,8 @@ def test_serve_py_serves_the_same_deployments_in_one_process(prefect_stack, tiny
         deployment = stack.deployment("generate")
         iterate = stack.deployment("iterate")
         assert iterate["entrypoint"] == "flows/iterate.py:iterate"
+        assert iterate["pull_steps"] == [
+            {"prefect.deployments.steps.set_working_directory": {"directory": str(ROOT.resolve())}}]
         assert [(s["active"], s["slug"]) for s in iterate["schedules"]] == [(False, "weekly-realignment")]
         assert iterate["parameters"]["config"] == load_config("configs/shapes.yaml").model_dump(mode="json")
 
