@@ -28,36 +28,16 @@ import pytest
 import yaml
 
 from rlaifv_core.config import load_config
+from tests.helpers import README_SECTION, free_port, readme_command, readme_commands
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
-README_SECTION = "## Running it for real"
 OUTPUT = ROOT / "test-output"
 
 
 # -- the README's commands ---------------------------------------------------------------------------
-def readme_commands() -> list[str]:
-    """Command lines of the bash blocks in README.md's "Running it for real" section (comments dropped,
-    continuation lines joined)."""
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
-    assert README_SECTION in text, f"README.md has no {README_SECTION!r} section"
-    section = text.split(README_SECTION, 1)[1].split("\n## ", 1)[0]
-    commands = []
-    for block in re.findall(r"```bash\n(.*?)```", section, flags=re.S):
-        for line in block.replace("\\\n", " ").splitlines():
-            line = line.split(" #", 1)[0].strip()
-            if line and not line.startswith("#"):
-                commands.append(re.sub(r"\s+", " ", line))
-    return commands
 
 
-def readme_command(prefix: str) -> str:
-    matches = [c for c in readme_commands() if c.startswith(prefix)]
-    assert len(matches) == 1, f"README: expected one command starting with {prefix!r}, found {matches}"
-    return matches[0]
-
-
-# Every README command starts with one of these; each is run by the test named (this file unless noted).
 TESTED_PREFIXES = {
     "prefect server start": "prefect_stack fixture",
     "export PREFECT_API_URL=": "prefect_stack fixture (environment of every command)",
@@ -142,11 +122,6 @@ def test_kubernetes_gpu_template_renders_gpu_limits_and_keeps_credentials_in_a_k
 
 
 # -- a real Prefect server ---------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
 
 @dataclass
 class Proc:

@@ -24,28 +24,13 @@ from pathlib import Path
 import pytest
 
 from rlaifv_core.config import load_config
+from tests.helpers import free_port, readme_command
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 BUCKET = "rlaifv-runs"
 
 
-def readme_command(prefix: str) -> str:
-    """The one command line of README.md's "Running it for real" section that starts with `prefix`."""
-    section = (ROOT / "README.md").read_text(encoding="utf-8").split("## Running it for real", 1)[1]
-    section = section.split("\n## ", 1)[0]
-    lines = [re.sub(r"\s+", " ", line.split(" #", 1)[0].strip())
-             for block in re.findall(r"```bash\n(.*?)```", section, flags=re.S)
-             for line in block.replace("\\\n", " ").splitlines()]
-    matches = [line for line in lines if line.startswith(prefix)]
-    assert len(matches) == 1, f"README: expected one command starting with {prefix!r}, found {matches}"
-    return matches[0]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture()

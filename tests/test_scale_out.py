@@ -20,22 +20,12 @@ from prefect import task
 
 from flows.runner import _ray_options, gpu_guarded, task_runner_for
 from rlaifv_core.config import ScaleConfig
+from tests.helpers import free_port, readme_command
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 TABLES = ["prompts", "candidates", "claims", "verdicts", "pairs"]
 
-
-def readme_command(prefix: str) -> str:
-    """The one command line of README.md's "Running it for real" section that starts with `prefix`."""
-    section = (ROOT / "README.md").read_text(encoding="utf-8").split("## Running it for real", 1)[1]
-    section = section.split("\n## ", 1)[0]
-    lines = [re.sub(r"\s+", " ", line.split(" #", 1)[0].strip())
-             for block in re.findall(r"```bash\n(.*?)```", section, flags=re.S)
-             for line in block.replace("\\\n", " ").splitlines()]
-    matches = [line for line in lines if line.startswith(prefix)]
-    assert len(matches) == 1, f"README: expected one command starting with {prefix!r}, found {matches}"
-    return matches[0]
 
 
 def _argv(command: str) -> list[str]:
@@ -43,11 +33,6 @@ def _argv(command: str) -> list[str]:
     argv[0] = sys.executable if argv[0] == "python" else str(BIN / argv[0])
     return argv
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 # -- fast: runner selection and the GPU guard ----------------------------------------------------------

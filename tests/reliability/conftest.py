@@ -15,6 +15,7 @@ import pytest
 
 from rlaifv_core.config import load_config
 from rlaifv_core.shapes.world import ShapesWorld
+from tests.helpers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -127,9 +128,3 @@ def moto_server(port: int):
     return server
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
