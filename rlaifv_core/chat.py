@@ -68,24 +68,17 @@ def open_backend(model: str | os.PathLike, *, base_model: str | os.PathLike | No
                  base_url: str | None = None, **spec_fields) -> Backend:
     """A Backend for a full checkpoint folder, a LoRA adapter folder, a hub id, `shapes:policy`
     (hf) or an endpoint's model name (openai). spec_fields: ModelSpec fields (device, dtype, …)."""
+    from .backends import load_backend
     from .config import ModelSpec
 
     name = str(model)
-    if backend == "openai":
-        if not base_url:
-            raise ValueError("backend='openai' needs base_url (e.g. http://127.0.0.1:8000/v1)")
-        from .backends.openai_api import OpenAIBackend
-
-        return OpenAIBackend.from_spec(ModelSpec(backend="openai", name_or_path=name, base_url=base_url, **spec_fields))
-    if backend != "hf":
-        raise ValueError(f"backend {backend!r}: use 'hf' or 'openai'")
-    from .backends.hf import HFBackend
-
-    if Path(name).is_dir() and is_lora_adapter(name):
+    if backend == "openai" and not base_url:
+        raise ValueError("backend='openai' needs base_url (e.g. http://127.0.0.1:8000/v1)")
+    if backend == "hf" and Path(name).is_dir() and is_lora_adapter(name):
         return load_lora_backend(name, base_model=base_model, **spec_fields)
     if base_model is not None:
         log.warning("%s is not a LoRA adapter folder; base_model=%s is ignored", name, base_model)
-    return HFBackend.from_spec(ModelSpec(name_or_path=name, **spec_fields))
+    return load_backend(ModelSpec(backend=backend, name_or_path=name, base_url=base_url, **spec_fields))
 
 
 def load_lora_backend(adapter_dir: str | os.PathLike, *, base_model: str | os.PathLike | None = None,

@@ -15,7 +15,6 @@ re-run) `train_dpo` resumes from the latest complete checkpoint of its local wor
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 import shutil
 from pathlib import Path
@@ -30,19 +29,19 @@ import rlaifv_core.dpo as core
 from rlaifv_core.config import DPOConfig, ModelSpec, StoreConfig
 from rlaifv_core.store import MANIFEST, ArtifactRef, RunStore, sha256_bytes
 
-from .common import Progress, local_checkpoint, stage_hook, store_of
+from .common import CoreSource, Progress, local_checkpoint, stage_hook, store_of
 
 
 class _KeyOf(CachePolicy):
-    """Cache key from the named inputs only (artifact hashes, fingerprints, config sections) plus the
-    source of the core module; where a model or table lives does not matter, what it is does."""
+    """Cache key from the named inputs only (artifact hashes, fingerprints, config sections); where a
+    model or table lives does not matter, what it is does. The core's source is keyed by CoreSource."""
 
     def __init__(self, *names: str):
         super().__init__()
         self.names = names
 
     def compute_key(self, task_ctx, inputs: dict[str, Any], flow_parameters: dict[str, Any], **kwargs) -> Optional[str]:
-        parts = {"core": hashlib.sha256(inspect.getsource(core).encode()).hexdigest()}
+        parts = {}
         for name in self.names:
             head, _, attr = name.partition(".")
             value = inputs.get(head)
@@ -88,7 +87,8 @@ def _work_dir(run_store: RunStore, store: StoreConfig, folder: str, key: str) ->
 
 
 @task(name="reference-logps", persist_result=True, log_prints=False, retries=2, retry_delay_seconds=5,
-      cache_policy=_KeyOf("pairs_ref", "reference_fingerprint", "dpo.dtype", "store", "out_path") + TASK_SOURCE)
+      cache_policy=_KeyOf("pairs_ref", "reference_fingerprint", "dpo.dtype", "store", "out_path") + TASK_SOURCE
+      + CoreSource(core))
 def reference_logps(pairs_ref: ArtifactRef, reference: ModelSpec, reference_checkpoint: ArtifactRef | None,
                     reference_fingerprint: str, dpo: DPOConfig, store: StoreConfig, out_path: str) -> ArtifactRef:
     """Summed and per-token reference log-probs of every pair (`iter-<k>/ref_logps.parquet`); of the
@@ -141,7 +141,8 @@ def _existing_folder(run_store: RunStore, relpath: str, provenance: dict) -> Art
 
 
 @task(name="train-dpo", persist_result=True, log_prints=False, retries=2, retry_delay_seconds=10,
-      cache_policy=_KeyOf("pairs_ref", "ref_logps_ref", "policy_fingerprint", "dpo", "store", "folder") + TASK_SOURCE)
+      cache_policy=_KeyOf("pairs_ref", "ref_logps_ref", "policy_fingerprint", "dpo", "store", "folder") + TASK_SOURCE
+      + CoreSource(core))
 def train_dpo(pairs_ref: ArtifactRef, ref_logps_ref: ArtifactRef, policy: ModelSpec,
               policy_checkpoint: ArtifactRef | None, policy_fingerprint: str, dpo: DPOConfig, store: StoreConfig,
               folder: str) -> TrainDPOResult:

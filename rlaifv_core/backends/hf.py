@@ -15,10 +15,8 @@ batched forwards/`generate`, with the same seeds and the same answers up to floa
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 import hashlib
-import json
 import logging
 import os
 from pathlib import Path
@@ -446,20 +444,3 @@ def resolve_model_path(name_or_path: str) -> str:
 
         return str(bootstrapped_model_dir(name_or_path.split(":", 1)[1]))
     return name_or_path
-
-
-@contextlib.contextmanager
-def quiet_transformers():
-    from transformers.utils import logging as hf_logging
-
-    level = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(level)
-
-
-def describe(backend: HFBackend) -> str:
-    params = sum(p.numel() for p in backend.model.parameters())
-    return json.dumps({"model": backend.name, "params": params, "device": str(backend.device)})

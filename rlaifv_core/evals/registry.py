@@ -11,9 +11,6 @@ from __future__ import annotations
 
 from ..backends.base import Backend, GenerationSettings
 
-LOWER_IS_BETTER = {"chair_i", "chair_s", "chair_s_refine", "hallucination_rate", "hal", "cog"}
-
-
 def generation_settings(eval_config) -> GenerationSettings:
     greedy = eval_config.temperature <= 0
     return GenerationSettings(n=1 if greedy else eval_config.samples_per_prompt, temperature=eval_config.temperature,
