@@ -27,6 +27,8 @@ VARIANTS: dict[str, list[str]] = {
     "default-s0": ["iteration.seed=0"],
     "default-s1": ["iteration.seed=1"],
     "default-s2": ["iteration.seed=2"],
+    "omission-anchor": ["pairs.anchor=omission"],
+    "swap-anchor-no-length-balance": ["pairs.anchor=swap", "pairs.length_balance=false"],
     "paper-rule": ["pairs.builder=paper"],
     "paper-rule-no-length-balance": ["pairs.builder=paper", "pairs.length_balance=false"],
     "minimal-edit-no-anchor": ["pairs.anchors_per_prompt=0", "pairs.length_balance=false"],
@@ -50,8 +52,21 @@ def run_variant(name: str, overrides: list[str], out: Path) -> dict:
         raise SystemExit(f"variant {name} failed (exit {code}); see {log}")
     summary = json.loads((out / name / "summary.json").read_text())
     return {"name": name, "overrides": overrides, "seconds": round(time.time() - started, 1),
+            "pair_audit": audit_variant_pairs(out / name),
             "iterations": [{"iteration": r["iteration"], "selected": r["selected"], "pairs": r["pairs"],
                             **{k: r["metrics"].get(k) for k in KEYS}} for r in summary["iterations"]]}
+
+
+def audit_variant_pairs(folder: Path) -> dict:
+    """Pair quality of every iteration's pairs against the truth (rlaifv_core.shapes.pair_audit)."""
+    import pandas as pd
+
+    from rlaifv_core.shapes.pair_audit import audit_pairs
+
+    frame = pd.concat([pd.read_parquet(p) for p in sorted(folder.glob("iter-*/pairs.parquet"))], ignore_index=True)
+    report = audit_pairs(frame)
+    return {k: report[k] for k in ("pairs", "chosen_fewer_hallucinations", "chosen_more_hallucinations",
+                                   "labeler_claim_precision")}
 
 
 def relative(first: dict, last: dict, key: str) -> float:
@@ -59,7 +74,11 @@ def relative(first: dict, last: dict, key: str) -> float:
 
 
 def print_run(result: dict) -> None:
+    audit = result["pair_audit"]
     print(f"\n## {result['name']} ({' '.join(result['overrides'])}; {result['seconds']} s)")
+    print(f"pairs of all iterations: {audit['pairs']}; chosen has fewer true hallucinated objects in "
+          f"{audit['chosen_fewer_hallucinations']:.1%}, more in {audit['chosen_more_hallucinations']:.1%} "
+          f"(labeler claim precision {audit['labeler_claim_precision']:.3f})")
     print("iter | selected | pairs | CHAIRi | CHAIRs | recall | mentions | halluc./ans | correct/ans")
     for r in result["iterations"]:
         print(f"{r['iteration']:>4} | {r['selected']:>8} | {r['pairs']:>5} | {r['shapes.chair_i']:.3f} | "
@@ -105,12 +124,14 @@ def main() -> None:
         print_run(result)
         results.append(result)
     print("\n## final (selected policy after the last iteration) vs the bootstrapped policy")
-    print("variant | CHAIRi | ΔCHAIRi | CHAIRs | ΔCHAIRs | recall | Δrecall (points)")
+    print("variant | CHAIRi | ΔCHAIRi | CHAIRs | ΔCHAIRs | recall | Δrecall (points) | pairs: chosen fewer / more")
     for result in results:
         first, last = result["iterations"][0], result["iterations"][-1]
         print(f"{result['name']} | {last['shapes.chair_i']:.3f} | {relative(first, last, 'shapes.chair_i'):+.0%} | "
               f"{last['shapes.chair_s']:.3f} | {relative(first, last, 'shapes.chair_s'):+.0%} | "
-              f"{last['shapes.recall']:.3f} | {100 * (last['shapes.recall'] - first['shapes.recall']):+.1f}")
+              f"{last['shapes.recall']:.3f} | {100 * (last['shapes.recall'] - first['shapes.recall']):+.1f} | "
+              f"{result['pair_audit']['chosen_fewer_hallucinations']:.1%} / "
+              f"{result['pair_audit']['chosen_more_hallucinations']:.1%}")
     seeds = [r for r in results if r["name"].startswith("default-s")]
     if len(seeds) > 1:
         print(f"\n## default over {len(seeds)} seeds (mean ± sd)")

@@ -29,13 +29,12 @@ from pydantic import BaseModel
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `python flows/best_of_n.py` from a checkout
 
-import rlaifv_core.backends.hf as hf  # noqa: E402
 import rlaifv_core.chat as chat_core  # noqa: E402
 import rlaifv_core.prompts as prompts_core  # noqa: E402
 import rlaifv_core.rewards as rewards  # noqa: E402
 import rlaifv_core.sampling as sampling_core  # noqa: E402
 from rlaifv_core.config import ModelSpec, PromptsConfig, RunConfig, SamplingConfig, StoreConfig  # noqa: E402
-from rlaifv_core.roles import model_fingerprint, open_model  # noqa: E402
+from rlaifv_core.roles import folder_fingerprint, model_fingerprint, open_model, resolve_model_path  # noqa: E402
 from rlaifv_core.store import ArtifactRef  # noqa: E402
 from tasks.common import result_storage_for, stage_cache, store_of  # noqa: E402
 
@@ -52,14 +51,14 @@ class BestOfNResult(BaseModel):
 
 def path_fingerprint(name: str, base_model: str | None = None) -> str:
     """Identity of a reward/reference model given by path, hub id or shapes: name (cache keys)."""
-    local = Path(hf.resolve_model_path(name)) if name.startswith("shapes:") else Path(name)
-    ident = hf.folder_fingerprint(local) if local.is_dir() else f"hf:{name}"
+    local = Path(resolve_model_path(name)) if name.startswith("shapes:") else Path(name)
+    ident = folder_fingerprint(local) if local.is_dir() else f"hf:{name}"
     if base_model is not None or (local.is_dir() and chat_core.is_lora_adapter(local)):
         ident += "|" + path_fingerprint(chat_core.adapter_base(local, base_model))
     return hashlib.sha256(ident.encode()).hexdigest()[:16]
 
 
-@task(name="best-of-n-sample", cache_policy=stage_cache(sampling_core, prompts_core, hf), persist_result=True,
+@task(name="best-of-n-sample", cache_policy=stage_cache("rlaifv_core.sampling", "rlaifv_core.prompts", "rlaifv_core.backends.hf"), persist_result=True,
       retries=2, retry_delay_seconds=5)
 def sample_task(prompts_config: PromptsConfig, iteration: int, seed: int, policy: ModelSpec, policy_fingerprint: str,
                 sampling: SamplingConfig, store: StoreConfig, folder: str) -> tuple[ArtifactRef, ArtifactRef]:
@@ -72,7 +71,7 @@ def sample_task(prompts_config: PromptsConfig, iteration: int, seed: int, policy
     return prompts_ref, run_store.write_table(f"{folder}/candidates.parquet", candidates, schema="candidates")
 
 
-@task(name="best-of-n-score", cache_policy=stage_cache(rewards, chat_core, hf), persist_result=True,
+@task(name="best-of-n-score", cache_policy=stage_cache("rlaifv_core.rewards", "rlaifv_core.chat", "rlaifv_core.backends.hf"), persist_result=True,
       retries=2, retry_delay_seconds=5)
 def score_task(prompts_ref: ArtifactRef, candidates_ref: ArtifactRef, reward_model: str, reward_fingerprint: str,
                reference: str, reference_fingerprint: str, base_model: str | None, beta: float, device: str,
@@ -102,7 +101,7 @@ def score_task(prompts_ref: ArtifactRef, candidates_ref: ArtifactRef, reward_mod
     return run_store.write_table(f"{folder}/scores.parquet", scores, schema="best_of_n_scores")
 
 
-@task(name="best-of-n-write", cache_policy=stage_cache(rewards), persist_result=True)
+@task(name="best-of-n-write", cache_policy=stage_cache("rlaifv_core.rewards"), persist_result=True)
 def write_task(prompts_ref: ArtifactRef, scores_ref: ArtifactRef, method: str, store: StoreConfig,
                folder: str) -> tuple[ArtifactRef, dict]:
     """The best candidate of each prompt under `method` → best.parquet (+ exact CHAIR in the shapes world)."""

@@ -86,7 +86,8 @@ def load_lora_backend(adapter_dir: str | os.PathLike, *, base_model: str | os.Pa
     """Base model + LoRA adapter (PEFT), merged in memory, served by an HFBackend."""
     from peft import PeftModel
 
-    from .backends.hf import HFBackend, folder_fingerprint
+    from .backends.hf import HFBackend
+    from .roles import folder_fingerprint
     from .config import ModelSpec
 
     adapter_dir = Path(adapter_dir)

@@ -156,7 +156,14 @@ class PairsConfig(_Section):
     length_balance: bool = Field(
         True, description="The original's length-balance filter (method.md §4 step 7)."
     )
-    anchors_per_prompt: int = Field(1, description="Omission anchors per prompt (minimal_edit_anchor).")
+    anchors_per_prompt: int = Field(1, description="Anchor pairs per prompt (minimal_edit_anchor).")
+    anchor: Literal["omission_swap", "swap", "omission"] = Field(
+        "omission_swap",
+        description="Anchor of minimal_edit_anchor, built from the prompt's most complete fully accepted "
+        "answer A. omission: A ≻ A minus one object; swap: A ≻ A with one object replaced by an object "
+        "the labeler rejected in another answer; omission_swap: both (A ≻ A minus one object and with "
+        "another replaced by a rejected one).",
+    )
     seed: int = Field(0, description="Seed of the per-prompt sampling.")
 
 

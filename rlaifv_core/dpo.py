@@ -212,7 +212,7 @@ def load_model(model_dir: str | os.PathLike, dpo: DPOConfig, *, quantize: bool =
     """(model, processor) from a local safetensors folder (or hub id / `shapes:` name)."""
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    from .backends.hf import resolve_model_path
+    from .roles import resolve_model_path
 
     source = resolve_model_path(str(model_dir))
     dtype, _ = precision(dpo)

@@ -12,8 +12,6 @@ import gc
 import logging
 from typing import Callable, TypeVar
 
-from accelerate.utils.memory import should_reduce_batch_size
-
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
@@ -23,6 +21,8 @@ def run_with_oom_backoff(backend, work: Callable[[], T]) -> T:
         try:
             return work()
         except Exception as error:  # noqa: BLE001 - re-raised unless it is an OOM
+            from accelerate.utils.memory import should_reduce_batch_size  # imports torch: only on failure
+
             if not should_reduce_batch_size(error) or getattr(backend, "batch_size", 1) <= 1:
                 raise
             gc.collect()

@@ -34,7 +34,7 @@ from typing import Sequence
 
 import pandas as pd
 
-from .backends.hf import mix_seed
+from .seeds import mix_seed
 
 PAIR_COLUMNS = ["ds_name", "image", "question", "chosen", "rejected", "origin_dataset", "origin_split", "idx",
                 "image_path"]
@@ -118,6 +118,23 @@ def remove_claims(answer: str, claims_to_remove: Sequence[str]) -> str | None:
     if found != remove or not kept_sentences:
         return None
     return " ".join(kept_sentences)
+
+
+def swap_claim(answer: str, old_claim: str, new_claim: str) -> str | None:
+    """The answer with the list item of `old_claim` replaced, in place, by that of `new_claim`
+    ("there is A , B and C" → "there is A , X and C"). None when `old_claim` is not a list item."""
+    old, new = _claim_item(old_claim), _claim_item(new_claim)
+    sentences = [s for s in re.split(r"(?<=[.!?])\s+", answer.strip()) if s]
+    for n, sentence in enumerate(sentences):
+        match = _LIST_SENTENCE.match(sentence)
+        items = _split_items(match.group("items")) if match else []
+        lowered = [i.lower() for i in items]
+        if old.lower() in lowered and new.lower() not in lowered:
+            items[lowered.index(old.lower())] = new
+            lead = match.group("lead") or ""
+            sentences[n] = f"{lead}{match.group('head')} {_join_items(items)} {match.group('end') or '.'}".strip()
+            return " ".join(sentences)
+    return None
 
 
 # -- assembly -----------------------------------------------------------------------------------------
@@ -204,19 +221,66 @@ def _minimal_edit_pairs(group: pd.DataFrame, config, rng: random.Random, counts:
         edits = rng.sample(edits, config.per_prompt)
     made.extend(edits)
     clean = [i for i in group.index if group.at[i, "n_claims"] >= 2 and group.at[i, "score"] == 0]
-    if clean and config.anchors_per_prompt > 0:
-        most = max(group.at[i, "n_claims"] for i in clean)
-        best = sorted({group.at[i, "answer"].strip(): i for i in clean if group.at[i, "n_claims"] == most}.values())
-        for i in rng.sample(best, min(config.anchors_per_prompt, len(best))):
-            claims = list(group.at[i, "claims"])
-            dropped = rng.choice(claims)
-            shorter = remove_claims(group.at[i, "answer"], [dropped])
-            if shorter is None:
-                counts["dropped_edit_impossible"] += 1
-                continue
-            made.append(("omission_anchor", _side(group.loc[i]), _side(group.loc[i], text=shorter, drop=[dropped])))
-            counts["omission_anchors"] += 1
+    if not clean or config.anchors_per_prompt <= 0:
+        return made
+    most = max(group.at[i, "n_claims"] for i in clean)
+    best = sorted({group.at[i, "answer"].strip(): i for i in clean if group.at[i, "n_claims"] == most}.values())
+    for i in rng.sample(best, min(config.anchors_per_prompt, len(best))):
+        if config.anchor == "omission":
+            anchor = _omission_anchor(group, i, rng, counts)
+        else:
+            anchor = _swap_anchor(group, i, rng, counts, omit=config.anchor == "omission_swap")
+        if anchor is not None:
+            made.append(anchor)
     return made
+
+
+def _omission_anchor(group: pd.DataFrame, i, rng: random.Random, counts: Counter):
+    """The most complete clean answer ≻ itself minus one (accepted) claim."""
+    dropped = rng.choice(list(group.at[i, "claims"]))
+    shorter = remove_claims(group.at[i, "answer"], [dropped])
+    if shorter is None:
+        counts["dropped_edit_impossible"] += 1
+        return None
+    counts["omission_anchors"] += 1
+    return "omission_anchor", _side(group.loc[i]), _side(group.loc[i], text=shorter, drop=[dropped])
+
+
+def _swap_anchor(group: pd.DataFrame, i, rng: random.Random, counts: Counter, omit: bool = False):
+    """The most complete clean answer A ≻ A with one of its objects replaced by an object the labeler
+    rejected in another answer to this prompt (`swap`: same length, so it rewards the true object
+    over the false one without rewarding brevity), and with `omit` also one other true object
+    dropped (`omission_swap`: the rejected side both misses a true object and names a false one, so
+    the pair rewards naming true objects, as the omission anchor does, and not naming false ones)."""
+    claims = list(group.at[i, "claims"])
+    own = {_claim_item(c).lower() for c in claims}
+    false_objects = sorted({(c, q, float(p)) for j in group.index
+                            for c, q, ok, p in zip(group.at[j, "claims"], group.at[j, "questions"],
+                                                   group.at[j, "accepted"], group.at[j, "p_yes"])
+                            if not ok and _LIST_SENTENCE.match(c.strip()) and _claim_item(c).lower() not in own})
+    if not false_objects:
+        counts["no_swap_anchor_without_rejected_object"] += 1
+        return None
+    swap_at = rng.randrange(len(claims))
+    false_claim, false_question, false_p_yes = rng.choice(false_objects)
+    text = swap_claim(group.at[i, "answer"], claims[swap_at], false_claim)
+    dropped = [rng.choice([c for n, c in enumerate(claims) if n != swap_at])] if omit else []
+    if text is not None and dropped:
+        text = remove_claims(text, dropped)
+    if text is None:
+        counts["dropped_edit_impossible"] += 1
+        return None
+    rejected = _side(group.loc[i], text=text)
+    rejected["claims"][swap_at] = false_claim
+    rejected["questions"][swap_at] = false_question
+    rejected["verdicts"][swap_at] = {"accepted": False, "p_yes": false_p_yes}
+    keep = [c not in dropped for c in claims]
+    for field in ("claims", "questions", "verdicts"):
+        rejected[field] = [x for x, k in zip(rejected[field], keep) if k]
+    rejected["score"] = -1
+    kind = "omission_swap_anchor" if omit else "swap_anchor"
+    counts[kind + "s"] += 1
+    return kind, _side(group.loc[i]), rejected
 
 
 PROVENANCE_COLUMNS = ["prompt_id", "pair_kind", "chosen_claims", "rejected_claims", "chosen_questions",

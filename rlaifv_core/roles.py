@@ -9,18 +9,40 @@ store. `model_fingerprint` changes exactly when the weights (or the endpoint/mod
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from pathlib import Path
 
 from .backends.base import Backend
+
+
+def folder_fingerprint(path: Path) -> str:
+    """Identity of a local model folder: its store manifest if present, else names+sizes+mtimes."""
+    manifest = path / "_manifest.json"
+    if manifest.exists():
+        return hashlib.sha256(manifest.read_bytes()).hexdigest()[:16]
+    digest = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        stat = file.stat()
+        digest.update(f"{file.relative_to(path)}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    return digest.hexdigest()[:16]
+
+
+def resolve_model_path(name_or_path: str) -> str:
+    """`shapes:policy` / `shapes:labeler` → the bootstrapped shapes model folder (built on first
+    use); anything else is returned unchanged (hub id or local path)."""
+    if name_or_path.startswith("shapes:"):
+        from rlaifv_core.shapes.bootstrap import bootstrapped_model_dir
+
+        return str(bootstrapped_model_dir(name_or_path.split(":", 1)[1]))
+    return name_or_path
+
 
 _LOADED: dict[str, Backend] = {}
 _LOCK = threading.Lock()
 
 
 def model_fingerprint(spec, checkpoint_dir: str | Path | None = None) -> str:
-    from .backends.hf import folder_fingerprint, resolve_model_path
-
     if checkpoint_dir is not None:
         return folder_fingerprint(Path(checkpoint_dir))
     if spec.backend == "hf":

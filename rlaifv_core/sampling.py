@@ -16,9 +16,9 @@ from typing import Callable
 import pandas as pd
 
 from .backends.base import Backend, GenerationSettings
-from .backends.hf import mix_seed
 from .images import decode_image
 from .oom import run_with_oom_backoff
+from .seeds import mix_seed
 
 Progress = Callable[[int, int], None]
 

@@ -23,11 +23,13 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import fsspec
-import pandas as pd
 from pydantic import BaseModel, ConfigDict
+
+if TYPE_CHECKING:  # pandas is imported where a table is read: a fully cached run never needs it
+    import pandas as pd
 
 MANIFEST = "_manifest.json"
 #: waits between attempts of a remote store operation that failed with a transient error
@@ -168,6 +170,8 @@ class RunStore:
         return self.write_bytes(relpath, buffer.getvalue(), schema=schema, rows=len(frame))
 
     def read_table(self, ref: ArtifactRef | str) -> pd.DataFrame:
+        import pandas as pd
+
         return pd.read_parquet(io.BytesIO(self.read_bytes(ref)))
 
     # -- json ---------------------------------------------------------------------------------

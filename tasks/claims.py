@@ -4,11 +4,8 @@ from __future__ import annotations
 
 from collections import Counter
 
-import pandas as pd
 from prefect import task
 
-import rlaifv_core.claims as claims_core
-import rlaifv_core.questions as questions_core
 from rlaifv_core.config import ClaimsConfig, ModelsConfig, StoreConfig
 from rlaifv_core.roles import open_model
 from rlaifv_core.store import ArtifactRef
@@ -20,12 +17,17 @@ def _role(spec):
     return spec if spec.backend == "rules" else open_model(spec)
 
 
-@task(name="claims", cache_policy=stage_cache(claims_core, questions_core), persist_result=True, retries=2,
+@task(name="claims", cache_policy=stage_cache("rlaifv_core.claims", "rlaifv_core.questions"), persist_result=True, retries=2,
       retry_delay_seconds=5)
 def split_and_rewrite(candidates_ref: ArtifactRef, prompts_ref: ArtifactRef, models: ModelsConfig, claims: ClaimsConfig,
                       splitter_fingerprint: str, rewriter_fingerprint: str, seed: int, store: StoreConfig,
                       out_path: str) -> tuple[ArtifactRef, dict]:
     stage_hook("claims", out_path)
+    import pandas as pd
+
+    import rlaifv_core.claims as claims_core
+    import rlaifv_core.questions as questions_core
+
     run_store = store_of(store)
     candidates = run_store.read_table(candidates_ref)
     questions_by_prompt = run_store.read_table(prompts_ref).set_index("prompt_id")["question"]

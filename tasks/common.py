@@ -4,13 +4,14 @@ Tasks are thin: read artifact refs → call rlaifv_core → write an artifact �
 Cache keys are built from the task's inputs (artifact refs carry content hashes; config sections
 and model fingerprints are plain values), the task's source and the source of the core modules
 it calls, so an unchanged re-run is all cache hits and a changed setting recomputes exactly what
-depends on it.
+depends on it. Task modules import the science inside the task body and name its modules to the
+cache policy by string: a run whose tasks are all cache hits never loads torch, spaCy or pandas.
 """
 
 from __future__ import annotations
 
 import hashlib
-import inspect
+import importlib.util
 import os
 import time
 from pathlib import Path
@@ -24,21 +25,27 @@ from rlaifv_core.store import ArtifactRef, RunStore
 
 
 class CoreSource(CachePolicy):
-    """Invalidates the cache when the source of the science a task calls changes."""
+    """Invalidates the cache when the source of the science a task calls changes.
 
-    def __init__(self, *modules):
+    Modules are named, not imported: a run whose every task is a cache hit must not pay for
+    importing torch or spaCy just to hash the files that would use them."""
+
+    def __init__(self, *module_names: str):
         super().__init__()
-        self.modules = modules
+        self.module_names = module_names
 
     def compute_key(self, task_ctx, inputs: dict[str, Any], flow_parameters: dict[str, Any], **kwargs) -> Optional[str]:
         digest = hashlib.sha256()
-        for module in self.modules:
-            digest.update(inspect.getsource(module).encode())
+        for name in self.module_names:
+            spec = importlib.util.find_spec(name)
+            if spec is None or not spec.origin:
+                raise ModuleNotFoundError(f"cache policy names {name!r}, which is not an importable module")
+            digest.update(Path(spec.origin).read_bytes())
         return digest.hexdigest()
 
 
-def stage_cache(*core_modules) -> CachePolicy:
-    return INPUTS + TASK_SOURCE + CoreSource(*core_modules)
+def stage_cache(*core_module_names: str) -> CachePolicy:
+    return INPUTS + TASK_SOURCE + CoreSource(*core_module_names)
 
 
 def store_of(store_config) -> RunStore:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from prefect import task
 
-import rlaifv_core.evals.registry as registry
-import rlaifv_core.evals.shapes as shapes_eval
 from rlaifv_core.config import EvalConfig, ModelsConfig, ModelSpec, StoreConfig
 from rlaifv_core.roles import open_model
 from rlaifv_core.store import ArtifactRef
@@ -13,11 +11,13 @@ from rlaifv_core.store import ArtifactRef
 from .common import local_checkpoint, stage_cache, stage_hook, store_of
 
 
-@task(name="evaluate", cache_policy=stage_cache(registry, shapes_eval), persist_result=True, retries=2,
-      retry_delay_seconds=5)
+@task(name="evaluate", cache_policy=stage_cache("rlaifv_core.evals.registry", "rlaifv_core.evals.shapes"),
+      persist_result=True, retries=2, retry_delay_seconds=5)
 def evaluate_model(policy: ModelSpec, checkpoint: ArtifactRef | None, model_fingerprint: str, benchmark: str,
                    eval_config: EvalConfig, judge: ModelSpec | None, store: StoreConfig, out_path: str) -> ArtifactRef:
     stage_hook("evaluate", out_path)
+    import rlaifv_core.evals.registry as registry
+
     backend = open_model(policy, local_checkpoint(store, checkpoint))
     judge_backend = open_model(judge) if judge is not None else None
     record = registry.run_benchmark(benchmark, backend, eval_config, judge_backend)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pandas as pd
 from prefect import task
 
 from rlaifv_core.config import StoreConfig
@@ -13,6 +12,8 @@ from .common import stage_cache, store_of
 
 @task(name="merge", cache_policy=stage_cache(), persist_result=True)
 def merge_tables(refs: list[ArtifactRef], schema: str, store: StoreConfig, out_path: str) -> ArtifactRef:
+    import pandas as pd
+
     run_store = store_of(store)
     frame = pd.concat([run_store.read_table(ref) for ref in refs], ignore_index=True)
     return run_store.write_table(out_path, frame, schema=schema)

@@ -71,7 +71,7 @@ class TrainDPOResult(BaseModel):
 
 
 def _model_dir(spec: ModelSpec, store: StoreConfig, checkpoint: ArtifactRef | None) -> str:
-    from rlaifv_core.backends.hf import resolve_model_path
+    from rlaifv_core.roles import resolve_model_path
 
     local = local_checkpoint(store, checkpoint)
     return str(local) if local is not None else resolve_model_path(spec.name_or_path)
@@ -88,7 +88,7 @@ def _work_dir(run_store: RunStore, store: StoreConfig, folder: str, key: str) ->
 
 @task(name="reference-logps", persist_result=True, log_prints=False, retries=2, retry_delay_seconds=5,
       cache_policy=_KeyOf("pairs_ref", "reference_fingerprint", "dpo.dtype", "store", "out_path") + TASK_SOURCE
-      + CoreSource(core))
+      + CoreSource("rlaifv_core.dpo"))
 def reference_logps(pairs_ref: ArtifactRef, reference: ModelSpec, reference_checkpoint: ArtifactRef | None,
                     reference_fingerprint: str, dpo: DPOConfig, store: StoreConfig, out_path: str) -> ArtifactRef:
     """Summed and per-token reference log-probs of every pair (`iter-<k>/ref_logps.parquet`); of the
@@ -142,7 +142,7 @@ def _existing_folder(run_store: RunStore, relpath: str, provenance: dict) -> Art
 
 @task(name="train-dpo", persist_result=True, log_prints=False, retries=2, retry_delay_seconds=10,
       cache_policy=_KeyOf("pairs_ref", "ref_logps_ref", "policy_fingerprint", "dpo", "store", "folder") + TASK_SOURCE
-      + CoreSource(core))
+      + CoreSource("rlaifv_core.dpo"))
 def train_dpo(pairs_ref: ArtifactRef, ref_logps_ref: ArtifactRef, policy: ModelSpec,
               policy_checkpoint: ArtifactRef | None, policy_fingerprint: str, dpo: DPOConfig, store: StoreConfig,
               folder: str) -> TrainDPOResult:

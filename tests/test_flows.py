@@ -73,3 +73,37 @@ def test_changing_pair_settings_recomputes_only_pair_assembly(prefect_server, tm
     second = generate(changed, iteration=1)
     assert second.candidates == first.candidates and second.verdicts == first.verdicts
     assert calls == [1]  # pair assembly, and only it, ran again
+
+
+def test_cached_rerun_of_the_script_loads_no_model_libraries(prefect_server, tmp_path, tiny_model_dir):
+    """`python flows/generate.py` run twice: the second run is all cache hits (no stage body starts) and
+    never imports torch, transformers, spaCy or pandas, which is what keeps it a small fraction of the first."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from prefect.settings import PREFECT_API_URL
+
+    from tests.helpers import ROOT
+
+    overrides = [f"store.url={tmp_path / 'runs'}", "store.run_name=t", "prompts.per_iteration=4", "sampling.n=2",
+                 "sampling.max_new_tokens=8", f"models.policy.name_or_path={tiny_model_dir}",
+                 f"models.labeler.name_or_path={tiny_model_dir}"]
+    probe = ("import json, runpy, sys; sys.argv = ['flows/generate.py', *sys.argv[1:]]; "
+             "runpy.run_path('flows/generate.py', run_name='__main__'); "
+             "print('LOADED', json.dumps([m for m in ('torch', 'transformers', 'spacy', 'pandas') if m in sys.modules]))")
+    stage_log = tmp_path / "stages.log"
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "RLAIFV_TEST_STAGE_LOG": str(stage_log)}
+
+    def run() -> list[str]:
+        done = subprocess.run([sys.executable, "-c", probe, *overrides], cwd=ROOT, env=env, capture_output=True,
+                              text=True, timeout=600)
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+        return json.loads(done.stdout.rsplit("LOADED", 1)[1])
+
+    assert "torch" in run()  # the first run samples and judges with the tiny model
+    first_stages = stage_log.read_text().splitlines()
+    assert {line.split()[0] for line in first_stages} >= {"prompts", "sample", "claims", "judge", "pairs"}
+    assert run() == []
+    assert stage_log.read_text().splitlines() == first_stages  # no stage body started on the re-run

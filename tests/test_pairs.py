@@ -9,7 +9,7 @@ import pytest
 from rlaifv_core.backends.base import YesNo
 from rlaifv_core.config import PairsConfig
 from rlaifv_core.judge import score
-from rlaifv_core.pairs import PAIR_COLUMNS, build_pairs, candidate_pairs, length_balance, remove_claims
+from rlaifv_core.pairs import PAIR_COLUMNS, build_pairs, candidate_pairs, length_balance, remove_claims, swap_claim
 
 
 def _scored(prompt_id, answers_and_verdicts):
@@ -90,7 +90,8 @@ def test_minimal_edit_and_omission_anchor():
     assert remove_claims("there is a red circle .", ["there is a cat"]) is None
     frame = _scored("p", [("there is a red circle and a blue square .", [True, False]),
                           ("there is a red circle , a green circle and a yellow square .", [True, True, True])])
-    config = PairsConfig(builder="minimal_edit_anchor", length_balance=False, anchors_per_prompt=1, seed=0)
+    config = PairsConfig(builder="minimal_edit_anchor", anchor="omission", length_balance=False, anchors_per_prompt=1,
+                         seed=0)
     pairs, counts = build_pairs(frame, _prompts("p"), config, policy_id="a", labeler_id="b")
     kinds = dict(zip(pairs["pair_kind"], zip(pairs["chosen"], pairs["rejected"])))
     assert kinds["minimal_edit"] == ("there is a red circle .", "there is a red circle and a blue square .")
@@ -98,6 +99,32 @@ def test_minimal_edit_and_omission_anchor():
     assert chosen == "there is a red circle , a green circle and a yellow square ."
     assert len(rejected.split(",")) + rejected.count(" and ") == 2  # one object fewer
     assert counts["omission_anchors"] == 1
+
+
+def test_swap_anchor_replaces_a_true_object_with_a_rejected_one():
+    assert swap_claim("there is a red circle , a blue square and a green circle .", "there is a blue square",
+                      "there is a blue circle") == "there is a red circle , a blue circle and a green circle ."
+    assert swap_claim("yes , there is a red circle .", "there is a red circle", "there is a red square") == \
+        "yes , there is a red square ."
+    assert swap_claim("there is a red circle .", "there is a cat", "there is a dog") is None
+    assert swap_claim("there is a red circle and a dog .", "there is a red circle", "there is a dog") is None
+    frame = _scored("p", [("there is a red circle and a blue square .", [True, False]),
+                          ("there is a red circle , a green circle and a yellow square .", [True, True, True])])
+    config = PairsConfig(builder="minimal_edit_anchor", anchor="swap", length_balance=False, seed=0)
+    pairs, counts = build_pairs(frame, _prompts("p"), config, policy_id="a", labeler_id="b")
+    anchor = pairs[pairs["pair_kind"] == "swap_anchor"].iloc[0]
+    assert anchor["chosen"] == "there is a red circle , a green circle and a yellow square ."
+    rejected_items = anchor["rejected"].removeprefix("there is ").rstrip(" .").replace(" and ", " , ").split(" , ")
+    assert len(rejected_items) == 3 and "a blue square" in rejected_items  # same length, one object swapped
+    assert sorted(set(anchor["chosen_claims"]) - set(anchor["rejected_claims"])) != []
+    assert "there is a blue square" in list(anchor["rejected_claims"])
+    assert (anchor["chosen_score"], anchor["rejected_score"]) == (0, -1)
+    assert [v["accepted"] for v in json.loads(anchor["rejected_verdicts"])].count(False) == 1
+    assert counts["swap_anchors"] == 1
+    # no rejected object anywhere in the prompt's answers: no swap anchor, and it is counted
+    clean_only = _scored("q", [("there is a red circle and a green circle .", [True, True])])
+    pairs, counts = build_pairs(clean_only, _prompts("q"), config, policy_id="a", labeler_id="b")
+    assert pairs.empty and counts["no_swap_anchor_without_rejected_object"] == 1
 
 
 def test_parquet_schema_loads_with_datasets(tmp_path):

@@ -25,6 +25,8 @@ from typing import Sequence
 import torch
 from PIL import Image
 
+from ..roles import folder_fingerprint, resolve_model_path
+from ..seeds import mix_seed
 from .base import Backend, ChatReply, GenerationSettings, VisualPrompt, YesNo
 
 log = logging.getLogger(__name__)
@@ -49,24 +51,6 @@ def pick_dtype(requested: str, device: torch.device) -> torch.dtype:
     if device.type == "cuda" and torch.cuda.is_bf16_supported():
         return torch.bfloat16
     return torch.float32
-
-
-def folder_fingerprint(path: Path) -> str:
-    """Identity of a local model folder: its store manifest if present, else names+sizes+mtimes."""
-    manifest = path / "_manifest.json"
-    if manifest.exists():
-        return hashlib.sha256(manifest.read_bytes()).hexdigest()[:16]
-    digest = hashlib.sha256()
-    for file in sorted(p for p in path.rglob("*") if p.is_file()):
-        stat = file.stat()
-        digest.update(f"{file.relative_to(path)}:{stat.st_size}:{stat.st_mtime_ns}".encode())
-    return digest.hexdigest()[:16]
-
-
-def mix_seed(*parts: int) -> int:
-    """Deterministic 63-bit seed from integers (splitmix-style)."""
-    digest = hashlib.blake2b(",".join(str(int(p)) for p in parts).encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") & ((1 << 63) - 1)
 
 
 _M1 = torch.tensor(0x9E3779B97F4A7C15 - (1 << 64), dtype=torch.long)
@@ -434,13 +418,3 @@ def _clone_cache(cache):
     import copy
 
     return copy.deepcopy(cache)
-
-
-def resolve_model_path(name_or_path: str) -> str:
-    """`shapes:policy` / `shapes:labeler` → the bootstrapped shapes model folder (built on first
-    use); anything else is returned unchanged (hub id or local path)."""
-    if name_or_path.startswith("shapes:"):
-        from rlaifv_core.shapes.bootstrap import bootstrapped_model_dir
-
-        return str(bootstrapped_model_dir(name_or_path.split(":", 1)[1]))
-    return name_or_path

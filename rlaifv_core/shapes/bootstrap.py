@@ -22,12 +22,15 @@ import random
 import resource
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from .models import ModelSize, build_model, build_processor
 from .world import OBJECT_TYPES, PARTNER, ShapesWorld, canonical_order
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +145,8 @@ def encode_training_batch(processor, examples, weight_first: float = 1.0):
 
 
 def weighted_lm_loss(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    import torch  # here, not at module level: finding the cached models must stay cheap
+
     logits, labels, weights = logits[:, :-1], labels[:, 1:], weights[:, 1:]
     losses = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1),
                                                ignore_index=-100, reduction="none").view_as(weights)
@@ -150,6 +155,7 @@ def weighted_lm_loss(logits: torch.Tensor, labels: torch.Tensor, weights: torch.
 
 def train(model, processor, make_example, steps: int, config: ShapesBootstrapConfig, seed: int, label: str,
           weight_first: float = 1.0, learning_rate: float | None = None, more_threads=None) -> list[float]:
+    import torch  # here, not at module level: finding the cached models must stay cheap
     from transformers import get_cosine_schedule_with_warmup
 
     rng = random.Random(seed)
@@ -178,6 +184,8 @@ def train(model, processor, make_example, steps: int, config: ShapesBootstrapCon
 
 
 def _train_role(role: str, config: ShapesBootstrapConfig, out_dir: str, threads: int, other_done=None) -> dict:
+    import torch  # here, not at module level: finding the cached models must stay cheap
+
     torch.set_num_threads(threads)
 
     def more_threads():
