@@ -147,8 +147,8 @@ class PairsConfig(_Section):
     builder: Literal["paper", "minimal_edit_anchor", "best_of_n"] = Field(
         "paper",
         description="paper: all pairs with score gap >= min_gap, higher score chosen; "
-        "minimal_edit_anchor: chosen = the answer minus its rejected claims, plus one omission "
-        "anchor per prompt (see facts.md); best_of_n: top- vs lowest-scored answer (for the "
+        "minimal_edit_anchor: chosen = the answer minus its rejected claims, plus an anchor per "
+        "prompt (see `anchor`); best_of_n: top- vs lowest-scored answer (for the "
         "best-of-N SFT control with dpo.loss_type=[sft]).",
     )
     min_gap: int = Field(1, description="Minimum score difference between chosen and rejected.")

@@ -13,9 +13,13 @@ question, ...). Builders:
 - `best_of_n`: the top-scored answer ≻ the lowest-scored one, one pair per prompt (a control: train
   it with `dpo.loss_type=[sft]` for best-of-N SFT).
 - `minimal_edit_anchor`: for each answer with rejected claims, chosen = the same answer with
-  those claims removed; plus an "omission anchor" per prompt: the most complete fully accepted
-  answer ≻ itself minus one claim (teaches that naming a true object is good, against the
-  "say less" shortcut; shared/docs/facts.md). Also length-balanced.
+  those claims removed; plus an anchor per prompt built from the most complete fully accepted
+  answer A, against the "say less" shortcut that minimal edits alone teach (shared/docs/facts.md).
+  `anchor`: `omission_swap` (default) A ≻ A missing one of its objects and naming, in place of
+  another, an object the labeler rejected in a sibling answer — the rejected side both omits a true
+  object and names a false one, so the pair rewards completeness *and* correctness; `omission`
+  A ≻ A minus one object (both sides equally correct: it rewards completeness only); `swap` A ≻ A
+  with one object replaced (same length: correctness only). Also length-balanced.
 
 Every decision is counted: the returned `counts` say how many pairs were considered and why each
 dropped one was dropped. Answers whose splitting failed, and empty answers (an empty text would
@@ -88,6 +92,11 @@ def _join_items(items: list[str]) -> str:
     return f"{' , '.join(items[:-1])} and {items[-1]}"
 
 
+def _relist(match: re.Match, items: list[str]) -> str:
+    """The list sentence `match` with its items replaced by `items`."""
+    return f"{match.group('lead') or ''}{match.group('head')} {_join_items(items)} {match.group('end') or '.'}".strip()
+
+
 def _claim_item(claim: str) -> str:
     match = _LIST_SENTENCE.match(claim.strip())
     return match.group("items").strip() if match else claim.strip()
@@ -107,8 +116,7 @@ def remove_claims(answer: str, claims_to_remove: Sequence[str]) -> str | None:
             left = [i for i in items if i.lower() not in remove]
             found |= {i.lower() for i in items} & remove
             if left:
-                lead = match.group("lead") or ""
-                kept_sentences.append(f"{lead}{match.group('head')} {_join_items(left)} {match.group('end') or '.'}".strip())
+                kept_sentences.append(_relist(match, left))
             continue
         core = sentence.rstrip(" .!?").lower()
         if core in remove:
@@ -131,8 +139,7 @@ def swap_claim(answer: str, old_claim: str, new_claim: str) -> str | None:
         lowered = [i.lower() for i in items]
         if old.lower() in lowered and new.lower() not in lowered:
             items[lowered.index(old.lower())] = new
-            lead = match.group("lead") or ""
-            sentences[n] = f"{lead}{match.group('head')} {_join_items(items)} {match.group('end') or '.'}".strip()
+            sentences[n] = _relist(match, items)
             return " ".join(sentences)
     return None
 

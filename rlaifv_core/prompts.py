@@ -15,7 +15,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import io
 import json
 from collections import Counter
 from pathlib import Path

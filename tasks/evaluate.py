@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prefect import task
 
-from rlaifv_core.config import EvalConfig, ModelsConfig, ModelSpec, StoreConfig
+from rlaifv_core.config import EvalConfig, ModelSpec, StoreConfig
 from rlaifv_core.roles import open_model
 from rlaifv_core.store import ArtifactRef
 

@@ -25,7 +25,6 @@ from prefect.cache_policies import TASK_SOURCE, CachePolicy
 from prefect.logging import get_run_logger
 from pydantic import BaseModel
 
-import rlaifv_core.dpo as core
 from rlaifv_core.config import DPOConfig, ModelSpec, StoreConfig
 from rlaifv_core.store import MANIFEST, ArtifactRef, RunStore, sha256_bytes
 
@@ -94,6 +93,8 @@ def reference_logps(pairs_ref: ArtifactRef, reference: ModelSpec, reference_chec
     """Summed and per-token reference log-probs of every pair (`iter-<k>/ref_logps.parquet`); of the
     DPO section only the precision (`dtype`) and `ref_batch_size` matter, and only `dtype` is keyed."""
     stage_hook("reference", out_path)
+    import rlaifv_core.dpo as core
+
     logger = get_run_logger()
     run_store = store_of(store)
     pairs = run_store.read_table(pairs_ref)
@@ -149,6 +150,8 @@ def train_dpo(pairs_ref: ArtifactRef, ref_logps_ref: ArtifactRef, policy: ModelS
     """DPO from the starting policy against the cached reference; every checkpoint goes to
     `<folder>/checkpoints/step-<n>` as a complete model folder (LoRA: merged, adapter in `adapter/`)."""
     stage_hook("dpo", folder)
+    import rlaifv_core.dpo as core
+
     logger = get_run_logger()
     run_store = store_of(store)
     pairs = run_store.read_table(pairs_ref)

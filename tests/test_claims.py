@@ -9,7 +9,6 @@ import re
 import pytest
 
 from tests.fakes import ScriptedBackend
-from rlaifv_core.backends.base import Backend, ChatReply
 from rlaifv_core.claims import (
     ClaimResult,
     chunk_answer,

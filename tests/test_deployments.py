@@ -14,7 +14,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,7 +27,7 @@ import pytest
 import yaml
 
 from rlaifv_core.config import load_config
-from tests.helpers import README_SECTION, free_port, readme_command, readme_commands
+from tests.helpers import free_port, readme_command, readme_commands
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent

@@ -121,6 +121,18 @@ def test_swap_anchor_replaces_a_true_object_with_a_rejected_one():
     assert (anchor["chosen_score"], anchor["rejected_score"]) == (0, -1)
     assert [v["accepted"] for v in json.loads(anchor["rejected_verdicts"])].count(False) == 1
     assert counts["swap_anchors"] == 1
+    # omission_swap (the default): one object fewer *and* one of the rest replaced by the rejected object
+    pairs, counts = build_pairs(frame, _prompts("p"), config.model_copy(update={"anchor": "omission_swap"}),
+                                policy_id="a", labeler_id="b")
+    anchor = pairs[pairs["pair_kind"] == "omission_swap_anchor"].iloc[0]
+    assert anchor["chosen"] == "there is a red circle , a green circle and a yellow square ."
+    rejected_items = anchor["rejected"].removeprefix("there is ").rstrip(" .").split(" and ")
+    chosen_items = {"a red circle", "a green circle", "a yellow square"}
+    assert len(rejected_items) == 2 and "a blue square" in rejected_items
+    assert len(chosen_items & set(rejected_items)) == 1  # one true object kept, one dropped, one swapped
+    assert len(anchor["rejected_claims"]) == 2 and "there is a blue square" in list(anchor["rejected_claims"])
+    assert (anchor["chosen_score"], anchor["rejected_score"]) == (0, -1)
+    assert counts["omission_swap_anchors"] == 1
     # no rejected object anywhere in the prompt's answers: no swap anchor, and it is counted
     clean_only = _scored("q", [("there is a red circle and a green circle .", [True, True])])
     pairs, counts = build_pairs(clean_only, _prompts("q"), config, policy_id="a", labeler_id="b")

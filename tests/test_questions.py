@@ -6,7 +6,6 @@ from __future__ import annotations
 import pytest
 
 from tests.fakes import ScriptedBackend
-from rlaifv_core.backends.base import Backend, ChatReply
 from rlaifv_core.config import ClaimsConfig, ModelSpec
 from rlaifv_core.questions import (
     QuestionResult,

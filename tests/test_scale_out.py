@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import inspect
 import os
-import re
 import signal
-import socket
 import subprocess
 import sys
 import time

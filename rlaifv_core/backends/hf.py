@@ -16,7 +16,6 @@ batched forwards/`generate`, with the same seeds and the same answers up to floa
 from __future__ import annotations
 
 import inspect
-import hashlib
 import logging
 import os
 from pathlib import Path

@@ -2,9 +2,10 @@
 
     python -m rlaifv_core.shapes.pair_audit runs/shapes/iter-1/pairs.parquet [more.parquet ...]
 
-For every pair (and per pair kind: an omission anchor differs by a *true* object, so its two
-sides hallucinate equally by design): true hallucinated objects of chosen vs rejected (read off the image's pixels), and
-the labeler's claim-level precision/recall on the claims recorded with the pair. Prints both.
+For every pair, and per pair kind: true hallucinated objects of chosen vs rejected (read off the
+image's pixels), and the labeler's claim-level precision/recall on the claims recorded with the pair.
+Prints both. (An `omission` anchor differs by a *true* object, so its two sides hallucinate equally
+by design; the default `omission_swap` anchor's rejected side also names a rejected object.)
 """
 
 from __future__ import annotations

@@ -15,7 +15,6 @@ import pytest
 
 from rlaifv_core.config import load_config
 from rlaifv_core.shapes.world import ShapesWorld
-from tests.helpers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 

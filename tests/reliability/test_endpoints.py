@@ -18,8 +18,9 @@ from rlaifv_core.claims import split_claims
 from rlaifv_core.config import ClaimsConfig, JudgeConfig, ModelSpec, SamplingConfig
 from rlaifv_core.judge import judge_candidates
 from rlaifv_core.sampling import sample_candidates
+from tests.helpers import free_port
 
-from .conftest import free_port, png_bytes, tiny_config
+from .conftest import png_bytes, tiny_config
 
 try:
     from tests.servers.openai_vlm import Fault, OpenAIVLMServer, tiny_vlm_backend

@@ -9,7 +9,6 @@ point so that the test can kill it there."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -30,8 +29,9 @@ from rlaifv_core.backends.hf import HFBackend
 from rlaifv_core.config import DPOConfig, ModelSpec, SamplingConfig
 from rlaifv_core.sampling import sample_candidates
 from rlaifv_core.store import MANIFEST, RunStore, StoreUnavailable, sha256_bytes
+from tests.helpers import free_port
 
-from .conftest import ROOT, free_port, moto_server, png_bytes, shapes_pairs, tiny_overrides
+from .conftest import ROOT, moto_server, png_bytes, shapes_pairs, tiny_overrides
 
 # -- kill -9 during each stage, then re-run ---------------------------------------------------------------------
 #: case → (pause point, the stage start that is in progress when killed, artifacts to wait for first)

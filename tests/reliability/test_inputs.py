@@ -4,7 +4,6 @@ prompt set is a clear error naming it, raised before any model runs."""
 from __future__ import annotations
 
 import json
-import os
 import time
 import tracemalloc
 

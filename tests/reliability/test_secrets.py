@@ -19,8 +19,9 @@ import torch
 from rlaifv_core.backends.hf import HFBackend
 from rlaifv_core.config import ModelSpec, load_config
 from rlaifv_core.images import BadImage, fetch_image, load_image_bytes
+from tests.helpers import free_port
 
-from .conftest import ROOT, bomb_png, free_port, moto_server, png_bytes, tiny_config
+from .conftest import ROOT, bomb_png, moto_server, png_bytes, tiny_config
 
 try:
     from tests.servers.openai_vlm import Fault, OpenAIVLMServer, serve_in_thread, tiny_vlm_backend
