@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from flows.runner import gpu_guarded  # noqa: E402
 from rlaifv_core.config import RunConfig  # noqa: E402
 from rlaifv_core.roles import model_fingerprint  # noqa: E402
-from tasks.common import artifact_key, result_storage_for, store_of  # noqa: E402
+from tasks.common import artifact_key, result_storage_for, retry_options, store_of  # noqa: E402
 from tasks.evaluate import evaluate_model  # noqa: E402
 
 
@@ -30,8 +30,7 @@ def evaluate(config: RunConfig = RunConfig(), models: list[str] | None = None) -
     """Evaluate each model (hub id, folder or shapes:policy; default: the configured policy)."""
     run_store = store_of(config.store)
     task = gpu_guarded(evaluate_model.with_options(result_storage=result_storage_for(config.store),
-                                                   retries=config.iteration.retries,
-                                                   retry_delay_seconds=config.iteration.retry_delay_s), config.scale)
+                                                   **retry_options(config.iteration)), config.scale)
     rows = []
     for name in models or [config.models.policy.name_or_path]:
         spec = config.models.policy.model_copy(update={"name_or_path": name})

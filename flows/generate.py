@@ -24,7 +24,7 @@ from rlaifv_core.config import RunConfig  # noqa: E402
 from rlaifv_core.roles import model_fingerprint  # noqa: E402
 from rlaifv_core.store import ArtifactRef  # noqa: E402
 from tasks.claims import split_and_rewrite  # noqa: E402
-from tasks.common import local_checkpoint, result_storage_for  # noqa: E402
+from tasks.common import checkpoint_fingerprint, result_storage_for, retry_options  # noqa: E402
 from tasks.judge import judge_shard  # noqa: E402
 from tasks.pairs import assemble_pairs  # noqa: E402
 from tasks.prompts import make_prompts  # noqa: E402
@@ -45,49 +45,44 @@ def shards(total: int, size: int) -> list[tuple[int, int]]:
     return [(start, min(start + size, total)) for start in range(0, total, max(size, 1))] or [(0, 0)]
 
 
-def _with_storage(task, config: RunConfig, retries: bool = False):
-    options = {"result_storage": result_storage_for(config.store)}
-    if retries:
-        options |= {"retries": config.iteration.retries, "retry_delay_seconds": config.iteration.retry_delay_s}
-    return task.with_options(**options)
-
-
 @flow(name="generate", log_prints=True)
 def generate(config: RunConfig = RunConfig(), iteration: int = 1, policy_checkpoint: ArtifactRef | None = None) -> GenerateResult:
     """Feedback data for one iteration with the given policy (default: the configured policy)."""
     folder = f"iter-{iteration}"
-    prompts_ref, prompt_counts = _with_storage(make_prompts, config)(config.prompts, iteration, config.iteration.seed,
-                                                                     config.store)
-    policy_fp = model_fingerprint(config.models.policy, local_checkpoint(config.store, policy_checkpoint))
+    storage = {"result_storage": result_storage_for(config.store)}
+    retry = retry_options(config.iteration)  # the model-running stages
+    prompts_ref, prompt_counts = make_prompts.with_options(**storage)(config.prompts, iteration, config.iteration.seed,
+                                                                      config.store)
+    policy_fp = checkpoint_fingerprint(config.models.policy, policy_checkpoint)
     labeler_fp = model_fingerprint(config.models.labeler)
     parts = shards(prompts_ref.rows or 0, config.sampling.shard_size)
 
     scale = config.scale
     with shard_runner(scale) as run_shards:  # threads here, or a Dask/Ray cluster (config.scale)
-        sampler = gpu_guarded(_with_storage(sample_shard, config, retries=True), scale)
+        sampler = gpu_guarded(sample_shard.with_options(**storage, **retry), scale)
         sampled = run_shards(sampler, [
             dict(prompts_ref=prompts_ref, shard=part, policy=config.models.policy, policy_checkpoint=policy_checkpoint,
                  policy_fingerprint=policy_fp, sampling=config.sampling, store=config.store,
                  out_path=f"{folder}/shards/candidates-{i:04d}.parquet")
             for i, part in enumerate(parts)])
-        candidates_ref = _with_storage(merge_tables, config)(sampled, "candidates", config.store,
-                                                             f"{folder}/candidates.parquet")
+        candidates_ref = merge_tables.with_options(**storage)(sampled, "candidates", config.store,
+                                                              f"{folder}/candidates.parquet")
 
-        claims_ref, claim_counts = gpu_guarded(_with_storage(split_and_rewrite, config, retries=True), scale)(
+        claims_ref, claim_counts = gpu_guarded(split_and_rewrite.with_options(**storage, **retry), scale)(
             candidates_ref, prompts_ref, config.models, config.claims,
             model_fingerprint(config.models.splitter), model_fingerprint(config.models.rewriter),
             config.iteration.seed * 1000 + iteration, config.store, f"{folder}/claims.parquet")
 
-        judge = gpu_guarded(_with_storage(judge_shard, config, retries=True), scale)
+        judge = gpu_guarded(judge_shard.with_options(**storage, **retry), scale)
         judged = run_shards(judge, [
             dict(prompts_ref=prompts_ref, claims_ref=claims_ref, shard=part, labeler=config.models.labeler,
                  labeler_fingerprint=labeler_fp, judge=config.judge, store=config.store,
                  out_path=f"{folder}/shards/verdicts-{i:04d}.parquet")
             for i, part in enumerate(parts)])
-        verdicts_ref = _with_storage(merge_tables, config)(judged, "verdicts", config.store,
-                                                           f"{folder}/verdicts.parquet")
+        verdicts_ref = merge_tables.with_options(**storage)(judged, "verdicts", config.store,
+                                                            f"{folder}/verdicts.parquet")
 
-    pairs_ref, pair_counts = _with_storage(assemble_pairs, config)(
+    pairs_ref, pair_counts = assemble_pairs.with_options(**storage)(
         prompts_ref, candidates_ref, claims_ref, verdicts_ref, config.pairs, policy_fp, labeler_fp, config.store,
         f"{folder}/pairs.parquet")
     counts = {"prompts": prompt_counts, "claims": claim_counts, "pairs": pair_counts}

@@ -25,11 +25,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from flows.generate import GenerateResult, generate  # noqa: E402
 from flows.runner import gpu_guarded  # noqa: E402
 from rlaifv_core.config import RunConfig, load_config  # noqa: E402
-from rlaifv_core.roles import model_fingerprint  # noqa: E402
 from rlaifv_core.selection import metric_value, select_checkpoint  # noqa: E402
 from rlaifv_core.store import ArtifactRef  # noqa: E402
 from rlaifv_core.summary import summary_plot, summary_table_markdown  # noqa: E402
-from tasks.common import artifact_key, local_checkpoint, result_storage_for, store_of  # noqa: E402
+from tasks.common import artifact_key, checkpoint_fingerprint, result_storage_for, retry_options, store_of  # noqa: E402
 from tasks.evaluate import evaluate_model  # noqa: E402
 from tasks.train_dpo import reference_logps, train_dpo  # noqa: E402
 
@@ -57,11 +56,10 @@ def evaluate_checkpoints(config: RunConfig, iteration: int, candidates: dict[str
     """Every candidate (name → checkpoint, None = the configured policy) on every benchmark."""
     run_store = store_of(config.store)
     task = gpu_guarded(evaluate_model.with_options(result_storage=result_storage_for(config.store),
-                                                   retries=config.iteration.retries,
-                                                   retry_delay_seconds=config.iteration.retry_delay_s), config.scale)
+                                                   **retry_options(config.iteration)), config.scale)
     futures = {}
     for name, checkpoint in candidates.items():
-        fingerprint = model_fingerprint(config.models.policy, local_checkpoint(config.store, checkpoint))
+        fingerprint = checkpoint_fingerprint(config.models.policy, checkpoint)
         for bench in config.eval.benchmarks:
             futures[(name, bench)] = task.submit(config.models.policy, checkpoint, fingerprint, bench, config.eval,
                                                  config.models.eval_judge, config.store,
@@ -76,8 +74,8 @@ def evaluate_checkpoints(config: RunConfig, iteration: int, candidates: dict[str
 def train_iteration(config: RunConfig, iteration: int, pairs: ArtifactRef, policy: ArtifactRef | None):
     """Reference log-probs with the current policy (it is also the reference), then DPO."""
     storage = result_storage_for(config.store)
-    retry = {"retries": config.iteration.retries, "retry_delay_seconds": config.iteration.retry_delay_s}
-    policy_fp = model_fingerprint(config.models.policy, local_checkpoint(config.store, policy))
+    retry = retry_options(config.iteration)
+    policy_fp = checkpoint_fingerprint(config.models.policy, policy)
     ref = gpu_guarded(reference_logps.with_options(result_storage=storage, **retry), config.scale)(
         pairs, config.models.policy, policy, policy_fp, config.dpo, config.store, f"iter-{iteration}/ref_logps.parquet")
     return gpu_guarded(train_dpo.with_options(result_storage=storage, **retry), config.scale)(

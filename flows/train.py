@@ -19,7 +19,6 @@ import sys
 from pathlib import Path
 
 from prefect import flow, task
-from prefect.cache_policies import INPUTS, TASK_SOURCE
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `python flows/train.py` from a checkout
 
@@ -27,7 +26,7 @@ from flows.runner import gpu_guarded  # noqa: E402
 from rlaifv_core.config import RunConfig, StoreConfig  # noqa: E402
 from rlaifv_core.roles import model_fingerprint  # noqa: E402
 from rlaifv_core.store import ArtifactRef  # noqa: E402
-from tasks.common import result_storage_for, store_of  # noqa: E402
+from tasks.common import result_storage_for, retry_options, stage_cache, store_of  # noqa: E402
 from tasks.train_dpo import TrainDPOResult, reference_logps, train_dpo  # noqa: E402
 
 PAIR_COLUMNS = ["ds_name", "image", "question", "chosen", "rejected", "origin_dataset", "origin_split", "idx",
@@ -51,7 +50,7 @@ def source_fingerprint(source: str, split: str, limit: int | None) -> str:
     return f"hub:{source}@{split}[:{limit}]"
 
 
-@task(name="import-pairs", cache_policy=INPUTS + TASK_SOURCE, persist_result=True, retries=2, retry_delay_seconds=5)
+@task(name="import-pairs", cache_policy=stage_cache("rlaifv_core.dpo"), persist_result=True, retries=2, retry_delay_seconds=5)
 def import_pairs(source: str, fingerprint: str, split: str, limit: int | None, data_root: str | None,
                  store: StoreConfig, out_path: str) -> ArtifactRef:
     """Any pairs source → a self-contained pairs table in the store (image bytes inlined)."""
@@ -74,7 +73,7 @@ def train(config: RunConfig, pairs: str, model: str | None = None, iteration: in
           limit: int | None = None, split: str = "train", data_root: str | None = None) -> TrainDPOResult:
     """Import pairs, reference log-probs (once), DPO with checkpoints every 1/k epoch."""
     storage = result_storage_for(config.store)
-    retry = {"retries": config.iteration.retries, "retry_delay_seconds": config.iteration.retry_delay_s}
+    retry = retry_options(config.iteration)
     policy = config.models.policy if model is None else config.models.policy.model_copy(update={"name_or_path": model})
     ref_spec = policy if reference is None else policy.model_copy(update={"name_or_path": reference})
     folder = f"iter-{iteration}"

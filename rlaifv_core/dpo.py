@@ -53,6 +53,7 @@ from typing import Any, Callable, Iterable, Sequence
 import pandas as pd
 from pydantic import BaseModel, Field
 
+from .chat import adapter_base, is_lora_adapter
 from .config import DPOConfig
 
 log = logging.getLogger(__name__)
@@ -737,7 +738,7 @@ def train(job: TrainJob, *, pairs: pd.DataFrame | None = None, ref_logps: pd.Dat
             trainer.train(resume_from_checkpoint=str(resume) if resume else None)
             break
         except Exception as error:  # noqa: BLE001 - re-raised unless halving the batch can fix it
-            from accelerate.utils.memory import should_reduce_batch_size
+            from accelerate.utils.memory import clear_device_cache, should_reduce_batch_size
 
             per_device = args.per_device_train_batch_size
             if not should_reduce_batch_size(error) or per_device < 2 or per_device % 2:
@@ -746,13 +747,13 @@ def train(job: TrainJob, *, pairs: pd.DataFrame | None = None, ref_logps: pd.Dat
         # per-device batch, twice the accumulation (the global batch, the steps and the checkpoints stay
         # the recipe's); fresh weights, resumed from the latest complete checkpoint if there is one.
         trainer = None
-        _free_memory()
+        clear_device_cache(garbage_collection=True)
         run_dpo = run_dpo.model_copy(update={"grad_accum": run_dpo.grad_accum * 2})
         say(f"out of memory: per-device batch halved to {per_device // 2} (gradient accumulation "
             f"{run_dpo.grad_accum}), restarting from {resume.name if resume else 'the start'}")
         trainer, args = build(run_dpo)
     checkpoints = [CheckpointInfo(step=int(p.name.split("-", 1)[1]), epoch=_checkpoint_epoch(p), path=str(p),
-                                  lora=(p / "adapter_config.json").exists())
+                                  lora=is_lora_adapter(p))
                    for p in checkpoint_dirs(output_dir)]
     history = [dict(entry) for entry in trainer.state.log_history]
     result = TrainResult(output_dir=str(output_dir), checkpoints=checkpoints, metrics=final_metrics(history),
@@ -762,14 +763,6 @@ def train(job: TrainJob, *, pairs: pd.DataFrame | None = None, ref_logps: pd.Dat
     if job.result_path and _is_main_process():
         Path(job.result_path).write_text(result.model_dump_json(indent=1))
     return result
-
-
-def _free_memory() -> None:
-    import gc
-
-    gc.collect()
-    if has_cuda():
-        _torch().cuda.empty_cache()
 
 
 def _route_trainer_logs(trainer, say: Callable[[str], None]) -> None:
@@ -845,15 +838,17 @@ def export_checkpoint(checkpoint_dir: str | os.PathLike, out_dir: str | os.PathL
     checkpoint is merged into `base_model_dir` (merge_and_unload) and its adapter kept in `adapter/`."""
     source, out = Path(checkpoint_dir), Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    if (source / "adapter_config.json").exists():
-        base = base_model_dir or json.loads((source / "adapter_config.json").read_text())["base_model_name_or_path"]
-        merge_lora(source, out, base_model_dir=base, dpo=dpo)
+    if is_lora_adapter(source):
+        merge_lora(source, out, base_model_dir=adapter_base(source, base_model_dir), dpo=dpo)
         shutil.copytree(source, out / "adapter", dirs_exist_ok=True,
                         ignore=shutil.ignore_patterns(*TRAINING_STATE_FILES, "rng_state*.pth"))
         return out
     for file in source.iterdir():
         if file.is_file() and file.name not in TRAINING_STATE_FILES and not file.name.startswith("rng_state"):
-            shutil.copy2(file, out / file.name)
+            try:  # the export is staging for the run store: a hard link spares copying the weights twice
+                os.link(file, out / file.name)
+            except OSError:
+                shutil.copy2(file, out / file.name)
     return out
 
 

@@ -8,7 +8,6 @@ allocation failures) and says so in the log each time it halves.
 
 from __future__ import annotations
 
-import gc
 import logging
 from typing import Callable, TypeVar
 
@@ -21,17 +20,11 @@ def run_with_oom_backoff(backend, work: Callable[[], T]) -> T:
         try:
             return work()
         except Exception as error:  # noqa: BLE001 - re-raised unless it is an OOM
-            from accelerate.utils.memory import should_reduce_batch_size  # imports torch: only on failure
+            # imports torch: only on a failure
+            from accelerate.utils.memory import clear_device_cache, should_reduce_batch_size
 
             if not should_reduce_batch_size(error) or getattr(backend, "batch_size", 1) <= 1:
                 raise
-            gc.collect()
-            try:
-                import torch
-
-                if torch.cuda.is_available():
-                    torch.cuda.empty_cache()
-            except ImportError:  # pragma: no cover
-                pass
+            clear_device_cache(garbage_collection=True)
             backend.batch_size = max(1, backend.batch_size // 2)
             log.warning("out of memory: batch size halved to %d, retrying", backend.batch_size)

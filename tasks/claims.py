@@ -17,8 +17,8 @@ def _role(spec):
     return spec if spec.backend == "rules" else open_model(spec)
 
 
-@task(name="claims", cache_policy=stage_cache("rlaifv_core.claims", "rlaifv_core.questions"), persist_result=True, retries=2,
-      retry_delay_seconds=5)
+@task(name="claims", cache_policy=stage_cache("rlaifv_core.claims", "rlaifv_core.questions"),
+      persist_result=True, retries=2, retry_delay_seconds=5)
 def split_and_rewrite(candidates_ref: ArtifactRef, prompts_ref: ArtifactRef, models: ModelsConfig, claims: ClaimsConfig,
                       splitter_fingerprint: str, rewriter_fingerprint: str, seed: int, store: StoreConfig,
                       out_path: str) -> tuple[ArtifactRef, dict]:

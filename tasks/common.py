@@ -21,6 +21,7 @@ from prefect.artifacts import create_progress_artifact, create_table_artifact, u
 from prefect.cache_policies import INPUTS, TASK_SOURCE, CachePolicy
 from prefect.logging import get_run_logger
 
+from rlaifv_core.roles import model_fingerprint
 from rlaifv_core.store import ArtifactRef, RunStore
 
 
@@ -68,6 +69,17 @@ def result_storage_for(store_config):
     name = "rlaifv-results-" + hashlib.sha256(f"{basepath}|{settings}".encode()).hexdigest()[:12]
     RemoteFileSystem(basepath=basepath, settings=settings).save(name, overwrite=True)
     return f"remote-file-system/{name}"
+
+
+def retry_options(iteration_config) -> dict:
+    """`with_options` of a model-running task: the run's retries (a GPU fault, a dropped endpoint)."""
+    return {"retries": iteration_config.retries, "retry_delay_seconds": iteration_config.retry_delay_s}
+
+
+def checkpoint_fingerprint(spec, checkpoint: ArtifactRef | None) -> str:
+    """Identity of the model a stage runs: a run-store checkpoint's manifest hash (what
+    `model_fingerprint` of its downloaded folder gives, without downloading it), else the spec's."""
+    return checkpoint.sha256[:16] if checkpoint is not None else model_fingerprint(spec)
 
 
 def local_checkpoint(store_config, ref: ArtifactRef | None) -> Path | None:

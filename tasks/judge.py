@@ -11,7 +11,8 @@ from rlaifv_core.store import ArtifactRef
 from .common import Progress, stage_cache, stage_hook, store_of
 
 
-@task(name="judge", cache_policy=stage_cache("rlaifv_core.judge", "rlaifv_core.backends.hf"), persist_result=True, retries=2, retry_delay_seconds=5)
+@task(name="judge", cache_policy=stage_cache("rlaifv_core.judge", "rlaifv_core.backends.hf"),
+      persist_result=True, retries=2, retry_delay_seconds=5)
 def judge_shard(prompts_ref: ArtifactRef, claims_ref: ArtifactRef, shard: tuple[int, int], labeler: ModelSpec,
                 labeler_fingerprint: str, judge: JudgeConfig, store: StoreConfig, out_path: str) -> ArtifactRef:
     stage_hook("judge", out_path)

@@ -11,7 +11,8 @@ from rlaifv_core.store import ArtifactRef
 from .common import Progress, local_checkpoint, stage_cache, stage_hook, store_of
 
 
-@task(name="sample", cache_policy=stage_cache("rlaifv_core.sampling", "rlaifv_core.backends.hf"), persist_result=True, retries=2, retry_delay_seconds=5)
+@task(name="sample", cache_policy=stage_cache("rlaifv_core.sampling", "rlaifv_core.backends.hf"),
+      persist_result=True, retries=2, retry_delay_seconds=5)
 def sample_shard(prompts_ref: ArtifactRef, shard: tuple[int, int], policy: ModelSpec, policy_checkpoint: ArtifactRef | None,
                  policy_fingerprint: str, sampling: SamplingConfig, store: StoreConfig, out_path: str) -> ArtifactRef:
     stage_hook("sample", out_path)

@@ -44,7 +44,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from ..backends.base import Backend, GenerationSettings, VisualPrompt
 from .coco import PhraseVocabulary, lemma_key
-from .object_halbench import EVAL_SETTINGS, load_image, read_rows, settings_record
+from .object_halbench import EVAL_SETTINGS, generated_record, given_record, load_image, read_rows
 
 DIMENSIONS = {
     "discriminative-hallucination": "existence",
@@ -246,11 +246,10 @@ def run_amber(annotations: str | os.PathLike, *, responses: str | os.PathLike | 
     anns = load_annotations(annotations)
     if responses is not None:
         rows = read_rows(responses) if isinstance(responses, (str, os.PathLike)) else list(responses)
-        generation = {"source": str(responses) if isinstance(responses, (str, os.PathLike)) else "given",
-                      "settings": None}
+        generation = given_record(responses)
     elif backend is not None and queries is not None and image_root is not None:
         rows = generate_amber_responses(backend, read_rows(queries), image_root, settings)
-        generation = {"source": "generated", "settings": settings_record(settings), "model": backend.identity}
+        generation = generated_record(backend, settings)
     else:
         raise ValueError("give responses, or a backend with queries and image_root")
     return evaluate_amber(anns, rows, relation=load_relation(relation) if relation else None,

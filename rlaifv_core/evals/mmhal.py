@@ -29,7 +29,8 @@ from typing import Any, Sequence
 
 from ..backends.base import Backend, GenerationSettings
 from .judge import JudgeClient, JudgeRequest, summarise_answers
-from .object_halbench import (EVAL_SETTINGS, align_answers, generate_answers, read_rows, settings_record)
+from .object_halbench import (EVAL_SETTINGS, align_answers, generate_answers, generated_record, given_record,
+                              read_rows)
 
 #: The order of question types in the 96-item file (type of item i = TYPES[i % 8]).
 QUESTION_TYPES = ("attribute", "adversarial", "comparison", "counting", "relation", "environment",
@@ -196,7 +197,7 @@ def run_mmhal(questions: str | os.PathLike, judge: JudgeClient, *, backend: Back
     items = read_rows(questions)
     if backend is not None:
         texts = generate_answers(backend, items, settings, data_root)
-        generation = {"source": "generated", "settings": settings_record(settings), "model": backend.identity}
+        generation = generated_record(backend, settings)
     elif answers is not None:
         rows = read_rows(answers) if isinstance(answers, (str, os.PathLike)) else list(answers)
         keys = {}
@@ -206,7 +207,7 @@ def run_mmhal(questions: str | os.PathLike, judge: JudgeClient, *, backend: Back
         if not keys and all("question_id" in r for r in rows):
             keys["question_id"] = list(range(len(items)))  # the generation output's running index
         texts = align_answers(len(items), keys, rows, "mmhal answers")
-        generation = {"source": str(answers) if isinstance(answers, (str, os.PathLike)) else "given", "settings": None}
+        generation = given_record(answers)
     elif all(isinstance(it.get("model_answer"), str) and it["model_answer"] for it in items):
         texts = [it["model_answer"] for it in items]
         generation = {"source": f"{questions} (model_answer)", "settings": None}

@@ -23,13 +23,14 @@ synonyms of one class count twice); recall = Σ distinct correctly named classes
 words_per_answer. Generation settings default to the original: beam 3, temperature 0, 1024 tokens.
 
 Shared helpers used by the other benchmarks live here too: `read_rows`, `load_image`,
-`align_answers`, `generate_answers`, `settings_record`.
+`align_answers`, `generate_answers`, `generated_record`, `given_record`.
 """
 
 from __future__ import annotations
 
 import ast
 import base64
+import functools
 import io
 import json
 import os
@@ -161,16 +162,14 @@ def align_answers(n_items: int, item_keys: dict[str, list], answer_rows: Sequenc
     return [answer_text(row) for row in answer_rows]
 
 
-def settings_record(settings: GenerationSettings) -> dict:
-    return asdict(settings)
+def generated_record(backend: Backend, settings: GenerationSettings) -> dict:
+    """The `generation` entry of a record whose answers the evaluated model generated here."""
+    return {"source": "generated", "settings": asdict(settings), "model": backend.identity}
 
 
-def eval_generation_settings(config=None) -> GenerationSettings:
-    """GenerationSettings of an EvalConfig (beam/temperature/max tokens), else the original's."""
-    if config is None:
-        return EVAL_SETTINGS
-    return GenerationSettings(n=1, temperature=config.temperature, num_beams=config.num_beams,
-                              max_new_tokens=config.max_new_tokens)
+def given_record(answers) -> dict:
+    """The `generation` entry of a record scoring answers given as a file (its path) or as rows."""
+    return {"source": str(answers) if isinstance(answers, (str, os.PathLike)) else "given", "settings": None}
 
 
 def generate_answers(backend: Backend, rows: Sequence[dict], settings: GenerationSettings = EVAL_SETTINGS,
@@ -194,6 +193,24 @@ def coco_image_id(value: Any) -> int:
 
 
 # -- ground truth -----------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=8)
+def _classes_by_image(kind: str, path: str, mtime_ns: int) -> dict[int, frozenset[str]]:
+    """image id → COCO classes of one instances or captions file, parsed once per process (every
+    checkpoint's evaluation reads the same files; `mtime_ns` re-reads a file that changed)."""
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    table: dict[int, set[str]] = {}
+    if kind == "instances":
+        names = {c["id"]: c["name"] for c in data.get("categories", [])}
+        for ann in data.get("annotations", []):
+            cls = canonical_class(names.get(ann["category_id"], ""))
+            if cls:
+                table.setdefault(ann["image_id"], set()).add(cls)
+    else:
+        for ann in data.get("annotations", []):
+            table.setdefault(ann["image_id"], set()).update(coco_classes_in(ann.get("caption", "")))
+    return {image_id: frozenset(classes) for image_id, classes in table.items()}
+
+
 def load_coco_ground_truth(instances: str | os.PathLike | Iterable[str | os.PathLike] = (),
                            captions: str | os.PathLike | Iterable[str | os.PathLike] = (),
                            image_ids: Iterable[int] | None = None) -> dict[int, set[str]]:
@@ -205,23 +222,12 @@ def load_coco_ground_truth(instances: str | os.PathLike | Iterable[str | os.Path
 
     wanted = {coco_image_id(i) for i in image_ids} if image_ids is not None else None
     truth: dict[int, set[str]] = {i: set() for i in wanted} if wanted is not None else {}
-    for path in paths(instances):
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-        names = {c["id"]: c["name"] for c in data.get("categories", [])}
-        for ann in data.get("annotations", []):
-            image_id = ann["image_id"]
-            if wanted is not None and image_id not in wanted:
-                continue
-            cls = canonical_class(names.get(ann["category_id"], ""))
-            if cls:
-                truth.setdefault(image_id, set()).add(cls)
-    for path in paths(captions):
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-        for ann in data.get("annotations", []):
-            image_id = ann["image_id"]
-            if wanted is not None and image_id not in wanted:
-                continue
-            truth.setdefault(image_id, set()).update(coco_classes_in(ann.get("caption", "")))
+    for kind, files in (("instances", paths(instances)), ("captions", paths(captions))):
+        for path in files:
+            table = _classes_by_image(kind, str(Path(path).resolve()), Path(path).stat().st_mtime_ns)
+            for image_id, classes in table.items():
+                if wanted is None or image_id in wanted:
+                    truth.setdefault(image_id, set()).update(classes)
     return truth
 
 
@@ -379,7 +385,7 @@ def run_object_halbench(bench: str | os.PathLike, instances: str | os.PathLike |
         raise ValueError("give a backend to generate answers or an answers file")
     if backend is not None:
         texts = generate_answers(backend, items, settings, data_root)
-        generation = {"source": "generated", "settings": settings_record(settings), "model": backend.identity}
+        generation = generated_record(backend, settings)
     else:
         rows = read_rows(answers) if isinstance(answers, (str, os.PathLike)) else list(answers)
         keys = {}
@@ -387,8 +393,7 @@ def run_object_halbench(bench: str | os.PathLike, instances: str | os.PathLike |
             keys["question_id"] = [it["question_id"] for it in items]
         keys["image_id"] = [it["image_id"] for it in items]
         texts = align_answers(len(items), keys, rows, "object_halbench answers")
-        generation = {"source": str(answers) if isinstance(answers, (str, os.PathLike)) else "given",
-                      "settings": None}
+        generation = given_record(answers)
     truth = load_coco_ground_truth(instances, captions, [it["image_id"] for it in items])
     return evaluate_object_halbench(items, texts, truth, judge=judge, skip_short_words=skip_short_words,
                                     generation=generation, keep_items=keep_items)

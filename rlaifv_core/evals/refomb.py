@@ -29,7 +29,8 @@ from typing import Any, Sequence
 
 from ..backends.base import Backend, GenerationSettings
 from .judge import JudgeClient, JudgeRequest, summarise_answers
-from .object_halbench import EVAL_SETTINGS, align_answers, generate_answers, read_rows, settings_record
+from .object_halbench import (EVAL_SETTINGS, align_answers, generate_answers, generated_record, given_record,
+                              read_rows)
 
 SYSTEM = "You are a helpful and precise assistant for checking the quality of the answer."
 TRUST_SYSTEM = "You are a helpful and precise assistant."
@@ -245,10 +246,10 @@ def run_refomb(items_path: str | os.PathLike, references: str | os.PathLike | Se
     reference_texts = _texts(items, references, "refomb reference answers")
     if answers is not None:
         texts = _texts(items, answers, "refomb answers")
-        generation = {"source": str(answers) if isinstance(answers, (str, os.PathLike)) else "given", "settings": None}
+        generation = given_record(answers)
     elif backend is not None:
         texts = generate_answers(backend, items, settings, data_root)
-        generation = {"source": "generated", "settings": settings_record(settings), "model": backend.identity}
+        generation = generated_record(backend, settings)
     else:
         raise ValueError("give the model's answers (file) or a backend to generate them")
     return evaluate_refomb(items, reference_texts, texts, judge, repeats=repeats, trustworthiness=trustworthiness,

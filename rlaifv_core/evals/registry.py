@@ -10,6 +10,7 @@ A record has `metrics` (flat, numbers only), `n`, `judge` (identity, or "exact"/
 from __future__ import annotations
 
 from ..backends.base import Backend, GenerationSettings
+from .external import RUNNERS
 
 def generation_settings(eval_config) -> GenerationSettings:
     greedy = eval_config.temperature <= 0
@@ -27,19 +28,6 @@ def run_benchmark(name: str, backend: Backend, eval_config, judge: Backend | Non
         metrics = {k: float(v) for k, v in raw.items() if isinstance(v, (int, float)) and k != "answers"}
         return {"benchmark": "shapes", "metrics": metrics, "n": raw["answers"], "judge": "exact (ground truth)",
                 "generation": raw["settings"], "model": backend.identity, "examples": raw["examples"]}
-    runners = _external_runners()
-    if name not in runners:
-        raise ValueError(f"unknown benchmark {name!r}; known: shapes, {', '.join(sorted(runners))}")
-    return runners[name](backend, eval_config, judge, settings)
-
-
-def _external_runners() -> dict:
-    """Benchmarks on user-supplied data (Object HalBench, MMHal, RefoMB, AMBER)."""
-    runners = {}
-    try:
-        from . import external
-
-        runners.update(external.RUNNERS)
-    except ImportError:  # pragma: no cover - the adapters ship with the package
-        pass
-    return runners
+    if name not in RUNNERS:  # benchmarks on user-supplied data (Object HalBench, MMHal, RefoMB, AMBER)
+        raise ValueError(f"unknown benchmark {name!r}; known: shapes, {', '.join(sorted(RUNNERS))}")
+    return RUNNERS[name](backend, eval_config, judge, settings)
