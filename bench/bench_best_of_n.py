@@ -34,7 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from rlaifv_core.backends.base import GenerationSettings, VisualPrompt  # noqa: E402
 from rlaifv_core.chat import open_backend  # noqa: E402
 from rlaifv_core.evals.shapes import chair, positive_mentions  # noqa: E402
-from rlaifv_core.rewards import best_of_n, likelihood_from_logprobs, reward_from_logprobs, token_logprobs  # noqa: E402
+from rlaifv_core.rewards import (best_of_n, flatten, likelihood_from_logprobs, reward_from_logprobs,  # noqa: E402
+                                  token_logprobs, unflatten)
 from rlaifv_core.shapes.world import DETAIL_QUESTIONS, ShapesWorld  # noqa: E402
 
 SELECTORS = ("reward", "reward_sum", "aligned_ppl", "reference_ppl", "oracle")
@@ -107,8 +108,7 @@ def main(argv: list[str] | None = None) -> dict:
                                   max_new_tokens=args.max_new_tokens, seed=args.seed)
     candidates = policy.generate(prompts, settings, seeds=[args.seed * 1000 + i for i in range(len(prompts))])
     timings["sample_s"] = time.time() - started
-    flat_prompts = [p for p, c in zip(prompts, candidates) for _ in c]
-    flat_answers = [a for c in candidates for a in c]
+    flat_prompts, flat_answers = flatten(prompts, candidates)
 
     started = time.time()
     reference = policy if args.reference == args.policy else open_backend(args.reference, device=args.device)
@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> dict:
     timings["score_s"] = time.time() - started
 
     def per_prompt(values):
-        return [values[i * args.max_n:(i + 1) * args.max_n] for i in range(len(prompts))]
+        return unflatten(values, candidates)
 
     scores = {
         "reward": per_prompt(reward_from_logprobs(aligned_logps, ref_logps, beta=args.beta)),
