@@ -17,15 +17,32 @@ from rlaifv_core.shapes.models import ModelSize, build_model, build_processor
 TINY = ModelSize(text_hidden=32, text_layers=2, text_heads=2, vision_hidden=32, vision_layers=1, vision_heads=2)
 
 
+def _save_tiny(path, seed: int):
+    """Build the TINY LLaVA with `seed` and save it (and its processor) to `path`; returns `path`."""
+    processor = build_processor()
+    build_model(processor, TINY, seed=seed).save_pretrained(path)
+    processor.save_pretrained(path)
+    return path
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
     """A tiny LLaVA saved with save_pretrained (safetensors), reloadable through the Auto classes."""
-    path = tmp_path_factory.mktemp("tiny-llava")
-    processor = build_processor()
-    model = build_model(processor, TINY, seed=0)
-    model.save_pretrained(path)
-    processor.save_pretrained(path)
-    return path
+    return _save_tiny(tmp_path_factory.mktemp("tiny-llava"), seed=0)
+
+
+@pytest.fixture(scope="session")
+def other_model_dir(tmp_path_factory):
+    """A second tiny model (another seed): a reference that differs from the starting policy."""
+    return _save_tiny(tmp_path_factory.mktemp("tiny-llava-other"), seed=1)
+
+
+@pytest.fixture(scope="module")
+def prefect_server():
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=60):
+        yield
 
 
 @pytest.fixture()

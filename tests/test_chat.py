@@ -93,7 +93,7 @@ def test_lora_checkpoint_chats(lora_dir, tiny_model_dir, scene_png):
     assert explicit.chat({"image": str(scene_png), "question": "describe the image ."}) == answer
 
 
-def test_pil_image_and_overrides(tiny_backend, tiny_model_dir):
+def test_pil_image_and_overrides(tiny_model_dir):
     chat = RLAIFVChat(str(tiny_model_dir), num_beams=1, do_sample=True, temperature=0.9, max_new_tokens=6, seed=3)
     image = WORLD.scene(6).render()
     first = chat.chat({"image": image, "question": "what is in the image ?"})

@@ -16,10 +16,7 @@ from transformers import AutoModelForImageTextToText, AutoProcessor, TrainerCall
 
 from rlaifv_core import dpo as D
 from rlaifv_core.config import DPOConfig
-from rlaifv_core.shapes.models import build_model, build_processor
 from rlaifv_core.shapes.world import ShapesWorld
-
-from conftest import TINY
 
 N_PAIRS = 8
 
@@ -58,16 +55,6 @@ def pairs() -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def ref_frame(tiny_model_dir, pairs) -> pd.DataFrame:
     return D.compute_reference_logps(tiny_model_dir, pairs, dpo=_fast(), batch_size=4)
-
-
-@pytest.fixture(scope="module")
-def other_model_dir(tmp_path_factory):
-    """A second tiny model (another seed): a reference that differs from the starting policy."""
-    path = tmp_path_factory.mktemp("tiny-llava-other")
-    processor = build_processor()
-    build_model(processor, TINY, seed=1).save_pretrained(path)
-    processor.save_pretrained(path)
-    return path
 
 
 def _job(model_dir, out, dpo, **kw) -> D.TrainJob:

@@ -3,16 +3,8 @@
 from __future__ import annotations
 
 import pandas as pd
-import pytest
-from prefect.testing.utilities import prefect_test_harness
 
 from rlaifv_core.config import load_config
-
-
-@pytest.fixture(scope="module")
-def prefect_server():
-    with prefect_test_harness(server_startup_timeout=60):
-        yield
 
 
 def _tiny_config(tmp_path, model_dir, **more):

@@ -2,6 +2,7 @@ import torch
 
 from rlaifv_core.backends.base import GenerationSettings, VisualPrompt
 from rlaifv_core.shapes.world import ShapesWorld
+from tests.helpers import manual_token_logps
 
 WORLD = ShapesWorld()
 
@@ -54,13 +55,7 @@ def test_answer_logprobs_equal_manual_computation(tiny_backend):
     answers = ["there is a red circle .", "there is a blue square and a green triangle ."]
     got = tiny_backend.answer_logprobs([prompt, prompt], answers)
     for answer, token_logps in zip(answers, got):
-        full = tiny_backend.encode([tiny_backend.render(prompt.question, answer)], [prompt.image])
-        head = tiny_backend.encode([tiny_backend.render(prompt.question)], [prompt.image])
-        start = head["input_ids"].shape[1]
-        with torch.no_grad():
-            logits = tiny_backend.model(**full).logits[0].double()
-        ids = full["input_ids"][0]
-        manual = [float(torch.log_softmax(logits[t - 1], -1)[ids[t]]) for t in range(start, len(ids))]
+        manual = manual_token_logps(tiny_backend, prompt, answer)
         assert len(manual) == len(token_logps) == len(answer.split()) + 1  # words + "</s>"
         assert max(abs(a - b) for a, b in zip(manual, token_logps)) < 1e-4
 

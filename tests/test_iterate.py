@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import pytest
-from prefect.testing.utilities import prefect_test_harness
 
 from rlaifv_core.config import load_config
 
@@ -24,12 +23,6 @@ def tiny_overrides(store: Path, model_dir: Path, run: str = "t") -> list[str]:
             "dpo.checkpoints_per_epoch=2", f"models.policy.name_or_path={model_dir}",
             f"models.labeler.name_or_path={model_dir}", "pairs.builder=best_of_n", "pairs.length_balance=false",
             "eval.shapes_scenes=10", "eval.max_new_tokens=10", "iteration.retry_delay_s=0"]
-
-
-@pytest.fixture(scope="module")
-def prefect_server():
-    with prefect_test_harness(server_startup_timeout=60):
-        yield
 
 
 @pytest.mark.slow

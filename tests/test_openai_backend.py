@@ -12,11 +12,7 @@ from rlaifv_core.backends.base import GenerationSettings, VisualPrompt
 from rlaifv_core.backends.openai_api import EndpointError, OpenAIBackend, served_models
 from rlaifv_core.config import ModelSpec
 from rlaifv_core.shapes.world import ShapesWorld
-
-try:
-    from tests.servers.openai_vlm import Fault, OpenAIVLMServer, serve_in_thread, tiny_vlm_backend
-except ImportError:  # tests/ itself on sys.path (rootdir-relative imports)
-    from servers.openai_vlm import Fault, OpenAIVLMServer, serve_in_thread, tiny_vlm_backend
+from tests.servers.openai_vlm import Fault, OpenAIVLMServer, backend_factory, serve_in_thread, tiny_vlm_backend
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -49,19 +45,8 @@ def server(vlm):
 def connect(server, monkeypatch):
     """connect(**spec_overrides) -> an OpenAIBackend on the test server (closed afterwards)."""
     monkeypatch.setenv(KEY_ENV, SECRET)
-    made = []
-
-    def make(backoff_s: float = 0.05, **overrides) -> OpenAIBackend:
-        fields = dict(backend="openai", name_or_path=MODEL, base_url=server.base_url, api_key_env=KEY_ENV,
-                      timeout_s=10.0, max_retries=2, max_concurrency=4)
-        fields.update(overrides)
-        backend = OpenAIBackend.from_spec(ModelSpec(**fields), backoff_s=backoff_s)
-        made.append(backend)
-        return backend
-
-    yield make
-    for backend in made:
-        backend.close()
+    with backend_factory(server.base_url, MODEL, KEY_ENV, max_concurrency=4) as make:
+        yield make
 
 
 def _prompts(k=2):

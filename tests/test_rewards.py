@@ -5,47 +5,20 @@ from __future__ import annotations
 import math
 
 import pytest
-import torch
 
 from rlaifv_core.backends.base import Backend, VisualPrompt
 from rlaifv_core.backends.hf import HFBackend
 from rlaifv_core.config import ModelSpec
 from rlaifv_core.rewards import (NonFiniteLogprobs, best_of_n, implicit_reward, reward_from_logprobs,
                                  score_candidates, sequence_logprob)
-from rlaifv_core.shapes.models import build_model, build_processor
 from rlaifv_core.shapes.world import ShapesWorld
-
-try:
-    from tests.conftest import TINY
-except ImportError:  # tests/ itself on sys.path
-    from conftest import TINY
+from tests.helpers import manual_token_logps
 
 WORLD = ShapesWorld()
 
 
-@pytest.fixture(scope="module")
-def reference_dir(tmp_path_factory):
-    """A second tiny LLaVA (another seed): the 'reference' next to the conftest model as 'policy'."""
-    path = tmp_path_factory.mktemp("tiny-llava-ref")
-    processor = build_processor()
-    build_model(processor, TINY, seed=1).save_pretrained(path)
-    processor.save_pretrained(path)
-    return path
-
-
-def manual_token_logps(backend: HFBackend, prompt: VisualPrompt, answer: str) -> list[float]:
-    """log π(y_t | x, y_<t) from the model's logits, one unbatched forward, in float64."""
-    full = backend.encode([backend.render(prompt.question, answer)], [prompt.image])
-    head = backend.encode([backend.render(prompt.question)], [prompt.image])
-    start = head["input_ids"].shape[1]
-    with torch.no_grad():
-        logits = backend.model(**full).logits[0].double()
-    ids = full["input_ids"][0]
-    return [float(torch.log_softmax(logits[t - 1], -1)[ids[t]]) for t in range(start, len(ids))]
-
-
-def test_reward_equals_manual_computation_from_logits(tiny_backend, reference_dir):
-    reference = HFBackend.from_spec(ModelSpec(name_or_path=str(reference_dir), batch_size=2))
+def test_reward_equals_manual_computation_from_logits(tiny_backend, other_model_dir):
+    reference = HFBackend.from_spec(ModelSpec(name_or_path=str(other_model_dir), batch_size=2))
     image = WORLD.scene(3).render()
     prompts = [VisualPrompt(image, "describe the image ."), VisualPrompt(image, "what is in the image ?"),
                VisualPrompt(WORLD.scene(4).render(), "describe the image in detail .")]

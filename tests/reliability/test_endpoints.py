@@ -6,7 +6,6 @@ fails the stage after bounded retries, and the re-run once it is back recomputes
 from __future__ import annotations
 
 import logging
-import threading
 import time
 
 import pandas as pd
@@ -15,45 +14,19 @@ import pytest
 from rlaifv_core.backends.base import EndpointError
 from rlaifv_core.backends.openai_api import OpenAIBackend
 from rlaifv_core.claims import split_claims
-from rlaifv_core.config import ClaimsConfig, JudgeConfig, ModelSpec, SamplingConfig
+from rlaifv_core.config import ClaimsConfig, JudgeConfig, SamplingConfig
 from rlaifv_core.judge import judge_candidates
 from rlaifv_core.sampling import sample_candidates
 from tests.helpers import free_port
+from tests.servers.openai_vlm import Fault, OpenAIVLMServer, backend_factory, serve_in_thread, tiny_vlm_backend
 
 from .conftest import png_bytes, tiny_config
-
-try:
-    from tests.servers.openai_vlm import Fault, OpenAIVLMServer, tiny_vlm_backend
-except ImportError:  # tests/ itself on sys.path
-    from servers.openai_vlm import Fault, OpenAIVLMServer, tiny_vlm_backend
 
 pytestmark = pytest.mark.timeout(240)
 
 MODEL = "tiny-vlm"
 KEY_ENV = "RLAIFV_RELIABILITY_KEY"
 KEY = "sk-reliability-endpoint-key"
-
-
-def serve(app, port: int):
-    """uvicorn on 127.0.0.1:port in a thread (a fixed port, so a stopped endpoint can come back at the
-    same URL); returns stop()."""
-    import uvicorn
-
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False,
-                                           lifespan="off", timeout_graceful_shutdown=1))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("the test server did not start")
-        time.sleep(0.01)
-
-    def stop():
-        server.should_exit = True
-        thread.join(timeout=5)
-
-    return stop
 
 
 @pytest.fixture(scope="module")
@@ -64,9 +37,7 @@ def vlm():
 @pytest.fixture()
 def server(vlm):
     srv = OpenAIVLMServer(vlm, model_name=MODEL, api_key=KEY)
-    srv.port = free_port()
-    srv.base_url = f"http://127.0.0.1:{srv.port}/v1"
-    stop = serve(srv.app, srv.port)
+    srv.base_url, stop = serve_in_thread(srv.app, port=free_port(), startup_timeout_s=15)
     try:
         yield srv
     finally:
@@ -76,19 +47,8 @@ def server(vlm):
 @pytest.fixture()
 def connect(server, monkeypatch):
     monkeypatch.setenv(KEY_ENV, KEY)
-    made = []
-
-    def make(**overrides) -> OpenAIBackend:
-        fields = dict(backend="openai", name_or_path=MODEL, base_url=server.base_url, api_key_env=KEY_ENV,
-                      timeout_s=10.0, max_retries=2, max_concurrency=2)
-        fields.update(overrides)
-        backend = OpenAIBackend.from_spec(ModelSpec(**fields), backoff_s=0.05)
-        made.append(backend)
-        return backend
-
-    yield make
-    for backend in made:
-        backend.close()
+    with backend_factory(server.base_url, MODEL, KEY_ENV, max_concurrency=2) as make:
+        yield make
 
 
 def _prompts(k: int = 2) -> pd.DataFrame:
@@ -211,7 +171,7 @@ def test_endpoint_down_for_the_judging_stage_fails_it_boundedly_and_the_rerun_re
                          (rlaifv_core.claims, "split_claims")):
         monkeypatch.setattr(module, name, recomputed)
     server = OpenAIVLMServer(vlm, model_name=MODEL, api_key=KEY)
-    stop = serve(server.app, port)  # the endpoint is back, at the same URL
+    _, stop = serve_in_thread(server.app, port=port, startup_timeout_s=15)  # back, at the same URL
     try:
         result = generate(config, iteration=1)
     finally:

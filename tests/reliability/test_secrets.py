@@ -20,13 +20,9 @@ from rlaifv_core.backends.hf import HFBackend
 from rlaifv_core.config import ModelSpec, load_config
 from rlaifv_core.images import BadImage, fetch_image, load_image_bytes
 from tests.helpers import free_port
+from tests.servers.openai_vlm import Fault, OpenAIVLMServer, serve_in_thread, tiny_vlm_backend
 
 from .conftest import ROOT, bomb_png, moto_server, png_bytes, tiny_config
-
-try:
-    from tests.servers.openai_vlm import Fault, OpenAIVLMServer, serve_in_thread, tiny_vlm_backend
-except ImportError:  # tests/ itself on sys.path
-    from servers.openai_vlm import Fault, OpenAIVLMServer, serve_in_thread, tiny_vlm_backend
 
 OPENAI_MARK = "sk-MARKER-openai-c0ffee-4b1d"
 AWS_MARK = "MARKER-aws-secret-d15ea5e-77"

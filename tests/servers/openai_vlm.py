@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import io
 import threading
 import time
@@ -292,9 +293,11 @@ class OpenAIVLMServer:
 
 
 # -- running it ----------------------------------------------------------------------------------
-def serve_in_thread(app, host: str = "127.0.0.1", startup_timeout_s: float = 10.0) -> tuple[str, Callable[[], None]]:
-    """Start uvicorn on a free port in a daemon thread; returns (base_url ending in /v1, stop)."""
-    config = uvicorn.Config(app, host=host, port=0, log_level="warning", access_log=False, lifespan="off",
+def serve_in_thread(app, host: str = "127.0.0.1", startup_timeout_s: float = 10.0,
+                    port: int = 0) -> tuple[str, Callable[[], None]]:
+    """Start uvicorn in a daemon thread on `port` (0: a free one; a fixed port lets a stopped endpoint
+    come back at the same URL); returns (base_url ending in /v1, stop)."""
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="off",
                             timeout_graceful_shutdown=1)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="openai-vlm-test-server", daemon=True)
@@ -315,3 +318,26 @@ def serve_in_thread(app, host: str = "127.0.0.1", startup_timeout_s: float = 10.
             thread.join(timeout=3)
 
     return f"http://{host}:{port}/v1", stop
+
+
+@contextlib.contextmanager
+def backend_factory(base_url: str, model: str, key_env: str, **defaults):
+    """make(backoff_s=0.05, **spec_overrides) -> an OpenAIBackend on a test server; all closed on exit."""
+    from rlaifv_core.backends.openai_api import OpenAIBackend
+    from rlaifv_core.config import ModelSpec
+
+    made = []
+
+    def make(backoff_s: float = 0.05, **overrides) -> OpenAIBackend:
+        fields = dict(backend="openai", name_or_path=model, base_url=base_url, api_key_env=key_env, timeout_s=10.0,
+                      max_retries=2, **defaults)
+        fields.update(overrides)
+        backend = OpenAIBackend.from_spec(ModelSpec(**fields), backoff_s=backoff_s)
+        made.append(backend)
+        return backend
+
+    try:
+        yield make
+    finally:
+        for backend in made:
+            backend.close()
