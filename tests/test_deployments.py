@@ -122,6 +122,19 @@ def test_kubernetes_gpu_template_renders_gpu_limits_and_keeps_credentials_in_a_k
 
 # -- a real Prefect server ---------------------------------------------------------------------------
 
+def _json_call(request, attempts: int = 6):
+    """One API call; a 503 is the server's "retry me" (e.g. SQLite busy), which Prefect's own client
+    retries too, so it is retried here with backoff."""
+    for attempt in range(attempts):
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return json.load(response)
+        except urllib.error.HTTPError as error:
+            if error.code != 503 or attempt == attempts - 1:
+                raise
+            time.sleep(0.5 * 2 ** attempt)
+
+
 @dataclass
 class Proc:
     """A process group started by a test, with its output in a log file; `stop()` ends the whole group."""
@@ -192,14 +205,11 @@ class PrefectStack:
         return proc
 
     def get(self, path: str):
-        with urllib.request.urlopen(self.api + path, timeout=30) as response:
-            return json.load(response)
+        return _json_call(self.api + path)
 
     def post(self, path: str, body: dict):
-        request = urllib.request.Request(self.api + path, data=json.dumps(body).encode(), method="POST",
-                                         headers={"content-type": "application/json"})
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return json.load(response)
+        return _json_call(urllib.request.Request(self.api + path, data=json.dumps(body).encode(), method="POST",
+                                                 headers={"content-type": "application/json"}))
 
     def deployment(self, flow: str, name: str = "shapes") -> dict:
         found = self.post("/deployments/filter", {"flows": {"name": {"any_": [flow]}},
@@ -323,17 +333,25 @@ def test_deployed_iterate_runs_on_a_worker_and_its_table_artifact_reads_back(pre
 def test_model_running_tasks_took_the_gpu_concurrency_limit(prefect_stack, deployed_run):
     stack = prefect_stack
     since = deployed_run.started.isoformat()
-    events, page = [], stack.post("/events/filter", {
-        "filter": {"event": {"prefix": ["prefect.concurrency-limit."]}, "occurred": {"since": since}}, "limit": 50})
+
+    def gpu_events(kind: str) -> list[dict]:
+        events, page = [], stack.post("/events/filter", {
+            "filter": {"event": {"prefix": ["prefect.concurrency-limit."]}, "occurred": {"since": since}},
+            "limit": 50})
+        while True:
+            events += page["events"]
+            if not page.get("next_page"):
+                break
+            page = _json_call(page["next_page"])
+        return [e for e in events if e["resource"].get("prefect.resource.name") == "gpu" and e["event"].endswith(kind)]
+
+    # The server stores events asynchronously: the last release can land a moment after the run ends.
+    deadline = time.time() + 30
     while True:
-        events += page["events"]
-        if not page.get("next_page"):
+        acquired, released = gpu_events(".acquired"), gpu_events(".released")
+        if len(released) >= len(acquired) or time.time() > deadline:
             break
-        with urllib.request.urlopen(page["next_page"], timeout=30) as response:
-            page = json.load(response)
-    gpu = [e for e in events if e["resource"].get("prefect.resource.name") == "gpu"]
-    acquired = [e for e in gpu if e["event"].endswith(".acquired")]
-    released = [e for e in gpu if e["event"].endswith(".released")]
+        time.sleep(1)
     tasks = {r["prefect.resource.name"].rsplit("-", 1)[0] for e in acquired for r in e["related"]
              if r.get("prefect.resource.role") == "task-run"}
     assert {"sample", "judge", "reference-logps", "train-dpo", "evaluate"} <= tasks, tasks
