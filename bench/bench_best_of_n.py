@@ -32,8 +32,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from rlaifv_core.backends.base import GenerationSettings, VisualPrompt  # noqa: E402
-from rlaifv_core.chat import open_backend  # noqa: E402
-from rlaifv_core.evals.shapes import chair, positive_mentions  # noqa: E402
+from rlaifv_core.models import open_backend  # noqa: E402
+from rlaifv_core.shapes.benchmark import chair, positive_mentions  # noqa: E402
 from rlaifv_core.rewards import (best_of_n, flatten, likelihood_from_logprobs, reward_from_logprobs,  # noqa: E402
                                   token_logprobs, unflatten)
 from rlaifv_core.shapes.world import DETAIL_QUESTIONS, ShapesWorld  # noqa: E402

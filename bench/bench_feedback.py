@@ -23,8 +23,9 @@ import torch
 
 from rlaifv_core.backends.base import GenerationSettings, VisualPrompt
 from rlaifv_core.backends.hf import HFBackend
+from rlaifv_core.models import load_model
 from rlaifv_core.config import ModelSpec
-from rlaifv_core.questions import rule_question
+from rlaifv_core.feedback.questions import rule_question
 from rlaifv_core.shapes.models import ModelSize, build_model, build_processor
 from rlaifv_core.shapes.world import OBJECT_TYPES, ShapesWorld
 
@@ -84,7 +85,7 @@ def main() -> None:
     results = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "threads": torch.get_num_threads(),
                            "torch": torch.__version__}}
 
-    labeler = HFBackend.from_spec(ModelSpec(name_or_path="shapes:labeler", batch_size=64))
+    labeler = load_model(ModelSpec(name_or_path="shapes:labeler", batch_size=64))
     results["labeler_shapes"] = labeler_case(labeler, images48, args.questions)
 
     processor = build_processor(image_size=336, patch_size=14)
@@ -94,7 +95,7 @@ def main() -> None:
     images336 = [img.resize((336, 336)) for img in images48[:4]]
     results["labeler_576_image_tokens"] = labeler_case(wide, images336, args.questions)
 
-    policy = HFBackend.from_spec(ModelSpec(name_or_path="shapes:policy", batch_size=64))
+    policy = load_model(ModelSpec(name_or_path="shapes:policy", batch_size=64))
     results["sampling_shapes"] = sampling_case(policy, images48, n=10, max_new_tokens=40)
 
     for name, case in results.items():

@@ -56,7 +56,7 @@ def _threads(job: dict) -> None:
 def worker_reference(job: dict) -> dict:
     import pandas as pd
 
-    from rlaifv_core import dpo as D
+    from rlaifv_core import training as D
     from rlaifv_core.config import DPOConfig
 
     _threads(job)
@@ -74,7 +74,7 @@ def worker_train(job: dict) -> dict:
     import torch
     from transformers import PrinterCallback, TrainerCallback
 
-    from rlaifv_core import dpo as D
+    from rlaifv_core import training as D
     from rlaifv_core.config import DPOConfig
 
     _threads(job)
@@ -84,9 +84,9 @@ def worker_train(job: dict) -> dict:
     ref_frame = pd.read_parquet(job["ref"]) if cached else None
     dataset = D.to_trl_dataset(pairs, ref_logps=ref_frame)
     rss_before_models = _rss_mb()
-    model, processor = D.load_model(job["model_dir"], dpo)
+    model, processor = D.load_training_model(job["model_dir"], dpo)
     D.freeze_vision_tower(model)
-    ref_model = None if cached else D.load_model(job["model_dir"], dpo)[0]
+    ref_model = None if cached else D.load_training_model(job["model_dir"], dpo)[0]
     args = D.build_trl_config(dpo, job["out"], len(pairs), overrides={"save_strategy": "no", "logging_steps": 10_000})
     trainer = D.RLAIFVDPOTrainer(model=model, ref_model=ref_model, args=args, train_dataset=dataset,
                                  processing_class=processor)

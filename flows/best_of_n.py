@@ -7,7 +7,7 @@
 
 The candidates come from the configured policy (`models.policy`, any backend) with the configured
 sampling settings (`sampling.*`, n replaced by `--n`); the prompts from `prompts.*` (slice
-`--iteration`). Scores (method.md §8): `reward` = the length-normalised DPO implicit reward
+`--iteration`). Scores (docs/method.md §7): `reward` = the length-normalised DPO implicit reward
 β/T Σ (log πθ − log π_ref) of the reward model (the aligned checkpoint; a LoRA adapter folder
 works, with `--base-model` or its adapter config's base) relative to `--reference` (the model it
 was trained from; default: the configured policy); `reward_sum` its un-normalised sum; the
@@ -29,7 +29,7 @@ from pydantic import BaseModel
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `python flows/best_of_n.py` from a checkout
 
 from rlaifv_core.config import RunConfig  # noqa: E402
-from rlaifv_core.roles import model_fingerprint  # noqa: E402
+from rlaifv_core.models import model_fingerprint  # noqa: E402
 from rlaifv_core.store import ArtifactRef  # noqa: E402
 from tasks.best_of_n import path_fingerprint, sample_task, score_task, write_task  # noqa: E402
 from tasks.common import result_storage_for  # noqa: E402

@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from flows.runner import gpu_guarded  # noqa: E402
 from rlaifv_core.config import RunConfig  # noqa: E402
-from rlaifv_core.roles import model_fingerprint  # noqa: E402
+from rlaifv_core.models import model_fingerprint  # noqa: E402
 from tasks.common import artifact_key, result_storage_for, retry_options, store_of  # noqa: E402
 from tasks.evaluate import evaluate_model  # noqa: E402
 

@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `python flows
 
 from flows.runner import gpu_guarded, shard_runner  # noqa: E402
 from rlaifv_core.config import RunConfig  # noqa: E402
-from rlaifv_core.roles import model_fingerprint  # noqa: E402
+from rlaifv_core.models import model_fingerprint  # noqa: E402
 from rlaifv_core.store import ArtifactRef  # noqa: E402
 from tasks.claims import split_and_rewrite  # noqa: E402
 from tasks.common import checkpoint_fingerprint, result_storage_for, retry_options  # noqa: E402

@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `python flows
 
 from flows.runner import gpu_guarded  # noqa: E402
 from rlaifv_core.config import RunConfig, StoreConfig  # noqa: E402
-from rlaifv_core.roles import model_fingerprint  # noqa: E402
+from rlaifv_core.models import model_fingerprint  # noqa: E402
 from rlaifv_core.store import ArtifactRef  # noqa: E402
 from tasks.common import result_storage_for, retry_options, stage_cache, store_of  # noqa: E402
 from tasks.train_dpo import TrainDPOResult, reference_logps, train_dpo  # noqa: E402
@@ -50,11 +50,11 @@ def source_fingerprint(source: str, split: str, limit: int | None) -> str:
     return f"hub:{source}@{split}[:{limit}]"
 
 
-@task(name="import-pairs", cache_policy=stage_cache("rlaifv_core.dpo"), persist_result=True, retries=2, retry_delay_seconds=5)
+@task(name="import-pairs", cache_policy=stage_cache("rlaifv_core.training"), persist_result=True, retries=2, retry_delay_seconds=5)
 def import_pairs(source: str, fingerprint: str, split: str, limit: int | None, data_root: str | None,
                  store: StoreConfig, out_path: str) -> ArtifactRef:
     """Any pairs source → a self-contained pairs table in the store (image bytes inlined)."""
-    from rlaifv_core.dpo import image_bytes, load_pairs
+    from rlaifv_core.training import image_bytes, load_pairs
 
     frame = load_pairs(source, split=split, limit=limit).copy()
     records = frame.to_dict("records")

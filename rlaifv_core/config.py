@@ -4,7 +4,7 @@ Load and inspect:
 
     python -m rlaifv_core.config configs/shapes.yaml dpo.beta=0.2 sampling.n=4
 
-Every field has a help string; defaults are the original RLAIF-V recipe (method.md) where one
+Every field has a help string; defaults are the original RLAIF-V recipe (docs/method.md) where one
 exists. The shapes-world preset (`configs/shapes.yaml`) overrides what a CPU-sized world needs.
 No secret is a field: API keys are read from the environment variable a spec *names*.
 """
@@ -154,7 +154,7 @@ class PairsConfig(_Section):
     min_gap: int = Field(1, description="Minimum score difference between chosen and rejected.")
     per_prompt: int = Field(2, description="Pairs kept per (image, question), sampled with the seed.")
     length_balance: bool = Field(
-        True, description="The original's length-balance filter (method.md §4 step 7)."
+        True, description="The original's length-balance filter (docs/method.md §6)."
     )
     anchors_per_prompt: int = Field(1, description="Anchor pairs per prompt (minimal_edit_anchor).")
     anchor: Literal["omission_swap", "swap", "omission"] = Field(

@@ -6,7 +6,7 @@
     best = best_of_n(candidates, score_candidates(prompts, candidates,
                                                   lambda p, a: implicit_reward(aligned, reference, p, a)))
 
-The reward (method.md §8) of answer y to prompt x is the DPO implicit reward of the aligned model
+The reward (docs/method.md §7) of answer y to prompt x is the DPO implicit reward of the aligned model
 πθ relative to the model it was trained from, π_ref, length-normalised by default:
 
     r(x, y) = β / T · Σ_t [log πθ(y_t | x, y_<t) − log π_ref(y_t | x, y_<t)]

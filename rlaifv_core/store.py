@@ -82,6 +82,12 @@ def _retrying(what: str, operation, *args):
             time.sleep(REMOTE_RETRY_DELAYS_S[attempt])
 
 
+def cache_root() -> Path:
+    """This machine's cache of the project (bootstrapped models, remote-store training folders):
+    `$RLAIFV_CACHE`, else ~/.cache/rlaifv-flows."""
+    return Path(os.environ.get("RLAIFV_CACHE", Path.home() / ".cache" / "rlaifv-flows"))
+
+
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 

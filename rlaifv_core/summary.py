@@ -1,7 +1,8 @@
 """The run summary: one row per iteration (iteration 0 = the starting policy) and a plot.
 
-    from rlaifv_core.summary import summary_plot
-    png_bytes = summary_plot(rows, primary="shapes")
+    from rlaifv_core.summary import summary_plot, summary_table_markdown
+    png_bytes = summary_plot(rows)                        # hallucination and coverage per iteration
+    print(summary_table_markdown(rows, ["shapes.chair_i", "shapes.recall"]))
 """
 
 from __future__ import annotations

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 
 from prefect import task
 
-from rlaifv_core.chat import adapter_base, is_lora_adapter
+from rlaifv_core import plugins
 from rlaifv_core.config import ModelSpec, PromptsConfig, SamplingConfig, StoreConfig
-from rlaifv_core.roles import folder_fingerprint, open_model, resolve_model_path
+from rlaifv_core.fingerprints import folder_fingerprint
+from rlaifv_core.models import adapter_base, is_lora_adapter, open_model, resolve_model_path
 from rlaifv_core.store import ArtifactRef
 
 from .common import stage_cache, store_of
@@ -26,13 +26,14 @@ def path_fingerprint(name: str, base_model: str | None = None) -> str:
 
 
 @task(name="best-of-n-sample",
-      cache_policy=stage_cache("rlaifv_core.sampling", "rlaifv_core.prompts", "rlaifv_core.backends.hf"),
+      cache_policy=stage_cache("rlaifv_core.feedback.sampling", "rlaifv_core.feedback.prompts", "rlaifv_core.backends",
+                               plugins=True),
       persist_result=True, retries=2, retry_delay_seconds=5)
 def sample_task(prompts_config: PromptsConfig, iteration: int, seed: int, policy: ModelSpec, policy_fingerprint: str,
                 sampling: SamplingConfig, store: StoreConfig, folder: str) -> tuple[ArtifactRef, ArtifactRef]:
     """The prompt slice and N candidates per prompt from the policy."""
-    import rlaifv_core.prompts as prompts_core
-    import rlaifv_core.sampling as sampling_core
+    import rlaifv_core.feedback.prompts as prompts_core
+    import rlaifv_core.feedback.sampling as sampling_core
 
     run_store = store_of(store)
     frame, _ = prompts_core.load_prompts(prompts_config, iteration=iteration, seed=seed)
@@ -43,7 +44,7 @@ def sample_task(prompts_config: PromptsConfig, iteration: int, seed: int, policy
 
 
 @task(name="best-of-n-score",
-      cache_policy=stage_cache("rlaifv_core.rewards", "rlaifv_core.chat", "rlaifv_core.backends.hf"),
+      cache_policy=stage_cache("rlaifv_core.rewards", "rlaifv_core.models", "rlaifv_core.backends"),
       persist_result=True, retries=2, retry_delay_seconds=5)
 def score_task(prompts_ref: ArtifactRef, candidates_ref: ArtifactRef, reward_model: str, reward_fingerprint: str,
                reference: str, reference_fingerprint: str, base_model: str | None, beta: float, device: str,
@@ -75,7 +76,7 @@ def score_task(prompts_ref: ArtifactRef, candidates_ref: ArtifactRef, reward_mod
     return run_store.write_table(f"{folder}/scores.parquet", scores, schema="best_of_n_scores")
 
 
-@task(name="best-of-n-write", cache_policy=stage_cache("rlaifv_core.rewards"), persist_result=True)
+@task(name="best-of-n-write", cache_policy=stage_cache("rlaifv_core.rewards", plugins=True), persist_result=True)
 def write_task(prompts_ref: ArtifactRef, scores_ref: ArtifactRef, method: str, store: StoreConfig,
                folder: str) -> tuple[ArtifactRef, dict]:
     """The best candidate of each prompt under `method` → best.parquet (+ exact CHAIR in the shapes world)."""
@@ -95,12 +96,12 @@ def write_task(prompts_ref: ArtifactRef, scores_ref: ArtifactRef, method: str, s
     meta = prompts[["prompt_id", "question", "image_path", "truth"]]
     best = meta.merge(best, on="prompt_id", how="inner")
     counts: dict = {"prompts": len(best), "candidates": len(scores), "method": method}
-    if best["truth"].notna().all() and len(best):
-        from rlaifv_core.evals.shapes import chair
-
-        truth = {pid: {tuple(o.split(" ", 1)) for o in json.loads(t)} for pid, t in zip(prompts["prompt_id"], prompts["truth"])}
+    origins = set(prompts["origin_dataset"])
+    if len(best) and best["truth"].notna().all() and len(origins) == 1 and (origin := origins.pop()) in plugins.truth_metrics:
+        score = plugins.truth_metrics.get(origin)  # exact metrics where the prompt source knows the truth
+        truth = dict(zip(prompts["prompt_id"], prompts["truth"]))
         first = scores[scores["sample_idx"] == 0]
-        counts["chair_first_sample"] = chair([truth[p] for p in first["prompt_id"]], first["answer"].tolist())
-        counts["chair_best"] = chair([truth[p] for p in best["prompt_id"]], best["answer"].tolist())
+        counts["chair_first_sample"] = score([truth[p] for p in first["prompt_id"]], first["answer"].tolist())
+        counts["chair_best"] = score([truth[p] for p in best["prompt_id"]], best["answer"].tolist())
     ref = run_store.write_table(f"{folder}/best.parquet", best, schema="best_of_n")
     return ref, counts

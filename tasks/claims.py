@@ -7,7 +7,7 @@ from collections import Counter
 from prefect import task
 
 from rlaifv_core.config import ClaimsConfig, ModelsConfig, StoreConfig
-from rlaifv_core.roles import open_model
+from rlaifv_core.models import open_model
 from rlaifv_core.store import ArtifactRef
 
 from .common import Progress, artifact_key, counts_table, stage_cache, stage_hook, store_of
@@ -17,7 +17,12 @@ def _role(spec):
     return spec if spec.backend == "rules" else open_model(spec)
 
 
-@task(name="claims", cache_policy=stage_cache("rlaifv_core.claims", "rlaifv_core.questions"),
+#: the claim splitter and the question rewriter with everything they run
+CLAIM_MODULES = tuple(f"rlaifv_core.feedback.{m}" for m in ("claims", "claim_rules", "grammar", "questions",
+                                                             "llm_lists", "text_roles"))
+
+
+@task(name="claims", cache_policy=stage_cache(*CLAIM_MODULES),
       persist_result=True, retries=2, retry_delay_seconds=5)
 def split_and_rewrite(candidates_ref: ArtifactRef, prompts_ref: ArtifactRef, models: ModelsConfig, claims: ClaimsConfig,
                       splitter_fingerprint: str, rewriter_fingerprint: str, seed: int, store: StoreConfig,
@@ -25,8 +30,8 @@ def split_and_rewrite(candidates_ref: ArtifactRef, prompts_ref: ArtifactRef, mod
     stage_hook("claims", out_path)
     import pandas as pd
 
-    import rlaifv_core.claims as claims_core
-    import rlaifv_core.questions as questions_core
+    import rlaifv_core.feedback.claims as claims_core
+    import rlaifv_core.feedback.questions as questions_core
 
     run_store = store_of(store)
     candidates = run_store.read_table(candidates_ref)

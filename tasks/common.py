@@ -21,32 +21,55 @@ from prefect.artifacts import create_progress_artifact, create_table_artifact, u
 from prefect.cache_policies import INPUTS, TASK_SOURCE, CachePolicy
 from prefect.logging import get_run_logger
 
-from rlaifv_core.roles import model_fingerprint
+from rlaifv_core.models import model_fingerprint
 from rlaifv_core.store import ArtifactRef, RunStore
+
+
+def source_files(name: str) -> list[Path]:
+    """The source files of a module, or every .py file under a package (sorted), found without
+    importing them (a package's own `__init__` aside, which importlib runs to find submodules)."""
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.origin:
+        raise ModuleNotFoundError(f"cache policy names {name!r}, which is not an importable module")
+    if spec.submodule_search_locations:
+        return sorted(p for folder in spec.submodule_search_locations for p in Path(folder).rglob("*.py"))
+    return [Path(spec.origin)]
+
+
+def plugin_packages() -> list[str]:
+    """The packages of the installed plug-ins (entry points of rlaifv_core.plugins' group), whose code
+    a stage runs when it asks for a plug-in's prompt source, benchmark or pair builder."""
+    from importlib.metadata import entry_points
+
+    from rlaifv_core.plugins import ENTRY_POINT_GROUP
+
+    return sorted({ep.module.rpartition(".")[0] or ep.module for ep in entry_points(group=ENTRY_POINT_GROUP)})
 
 
 class CoreSource(CachePolicy):
     """Invalidates the cache when the source of the science a task calls changes.
 
-    Modules are named, not imported: a run whose every task is a cache hit must not pay for
-    importing torch or spaCy just to hash the files that would use them."""
+    Modules (or whole packages) are named, not imported: a run whose every task is a cache hit must
+    not pay for importing torch or spaCy just to hash the files that would use them. With
+    `plugins=True` the installed plug-ins' packages are hashed too (a stage that runs their code)."""
 
-    def __init__(self, *module_names: str):
+    def __init__(self, *module_names: str, plugins: bool = False):
         super().__init__()
         self.module_names = module_names
+        self.plugins = plugins
 
     def compute_key(self, task_ctx, inputs: dict[str, Any], flow_parameters: dict[str, Any], **kwargs) -> Optional[str]:
         digest = hashlib.sha256()
-        for name in self.module_names:
-            spec = importlib.util.find_spec(name)
-            if spec is None or not spec.origin:
-                raise ModuleNotFoundError(f"cache policy names {name!r}, which is not an importable module")
-            digest.update(Path(spec.origin).read_bytes())
+        names = list(self.module_names) + (plugin_packages() if self.plugins else [])
+        for name in names:
+            for file in source_files(name):
+                digest.update(f"{name}:{file.name}\0".encode())
+                digest.update(file.read_bytes())
         return digest.hexdigest()
 
 
-def stage_cache(*core_module_names: str) -> CachePolicy:
-    return INPUTS + TASK_SOURCE + CoreSource(*core_module_names)
+def stage_cache(*core_module_names: str, plugins: bool = False) -> CachePolicy:
+    return INPUTS + TASK_SOURCE + CoreSource(*core_module_names, plugins=plugins)
 
 
 def store_of(store_config) -> RunStore:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from prefect import task
 
 from rlaifv_core.config import EvalConfig, ModelSpec, StoreConfig
-from rlaifv_core.roles import open_model
+from rlaifv_core.models import open_model
 from rlaifv_core.store import ArtifactRef
 
 from .common import local_checkpoint, stage_cache, stage_hook, store_of
@@ -13,11 +13,9 @@ from .common import local_checkpoint, stage_cache, stage_hook, store_of
 
 # Every module a benchmark's result depends on: the registry, each benchmark, their judge, COCO's
 # vocabulary and the generation code.
-EVAL_MODULES = ("registry", "shapes", "external", "object_halbench", "mmhal", "refomb", "amber", "judge", "coco")
 
 
-@task(name="evaluate", cache_policy=stage_cache(*(f"rlaifv_core.evals.{m}" for m in EVAL_MODULES),
-                                                 "rlaifv_core.backends.hf"),
+@task(name="evaluate", cache_policy=stage_cache("rlaifv_core.evals", "rlaifv_core.backends", plugins=True),
       persist_result=True, retries=2, retry_delay_seconds=5)
 def evaluate_model(policy: ModelSpec, checkpoint: ArtifactRef | None, model_fingerprint: str, benchmark: str,
                    eval_config: EvalConfig, judge: ModelSpec | None, store: StoreConfig, out_path: str) -> ArtifactRef:

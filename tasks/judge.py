@@ -5,18 +5,18 @@ from __future__ import annotations
 from prefect import task
 
 from rlaifv_core.config import JudgeConfig, ModelSpec, StoreConfig
-from rlaifv_core.roles import open_model
+from rlaifv_core.models import open_model
 from rlaifv_core.store import ArtifactRef
 
 from .common import Progress, stage_cache, stage_hook, store_of
 
 
-@task(name="judge", cache_policy=stage_cache("rlaifv_core.judge", "rlaifv_core.backends.hf"),
+@task(name="judge", cache_policy=stage_cache("rlaifv_core.feedback.judge", "rlaifv_core.backends"),
       persist_result=True, retries=2, retry_delay_seconds=5)
 def judge_shard(prompts_ref: ArtifactRef, claims_ref: ArtifactRef, shard: tuple[int, int], labeler: ModelSpec,
                 labeler_fingerprint: str, judge: JudgeConfig, store: StoreConfig, out_path: str) -> ArtifactRef:
     stage_hook("judge", out_path)
-    import rlaifv_core.judge as core
+    import rlaifv_core.feedback.judge as core
 
     run_store = store_of(store)
     prompts = run_store.read_table(prompts_ref).iloc[shard[0]:shard[1]]

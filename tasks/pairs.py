@@ -11,12 +11,12 @@ from rlaifv_core.store import ArtifactRef
 from .common import artifact_key, counts_table, stage_cache, stage_hook, store_of
 
 
-@task(name="pairs", cache_policy=stage_cache("rlaifv_core.pairs"), persist_result=True)
+@task(name="pairs", cache_policy=stage_cache("rlaifv_core.feedback.pairs", plugins=True), persist_result=True)
 def assemble_pairs(prompts_ref: ArtifactRef, candidates_ref: ArtifactRef, claims_ref: ArtifactRef,
                    verdicts_ref: ArtifactRef, pairs: PairsConfig, policy_id: str, labeler_id: str, store: StoreConfig,
                    out_path: str) -> tuple[ArtifactRef, dict]:
     stage_hook("pairs", out_path)
-    import rlaifv_core.pairs as core
+    import rlaifv_core.feedback.pairs as core
 
     run_store = store_of(store)
     keys = ["prompt_id", "sample_idx"]

@@ -10,10 +10,10 @@ from rlaifv_core.store import ArtifactRef
 from .common import artifact_key, counts_table, stage_cache, stage_hook, store_of
 
 
-@task(name="prompts", cache_policy=stage_cache("rlaifv_core.prompts"), persist_result=True)
+@task(name="prompts", cache_policy=stage_cache("rlaifv_core.feedback.prompts", "rlaifv_core.images", plugins=True), persist_result=True)
 def make_prompts(prompts: PromptsConfig, iteration: int, seed: int, store: StoreConfig) -> tuple[ArtifactRef, dict]:
     stage_hook("prompts", f"iter-{iteration}")
-    import rlaifv_core.prompts as core
+    import rlaifv_core.feedback.prompts as core
 
     frame, counts = core.load_prompts(prompts, iteration=iteration, seed=seed)
     ref = store_of(store).write_table(f"iter-{iteration}/prompts.parquet", frame, schema="prompts")

@@ -5,18 +5,18 @@ from __future__ import annotations
 from prefect import task
 
 from rlaifv_core.config import ModelSpec, SamplingConfig, StoreConfig
-from rlaifv_core.roles import open_model
+from rlaifv_core.models import open_model
 from rlaifv_core.store import ArtifactRef
 
 from .common import Progress, local_checkpoint, stage_cache, stage_hook, store_of
 
 
-@task(name="sample", cache_policy=stage_cache("rlaifv_core.sampling", "rlaifv_core.backends.hf"),
+@task(name="sample", cache_policy=stage_cache("rlaifv_core.feedback.sampling", "rlaifv_core.backends"),
       persist_result=True, retries=2, retry_delay_seconds=5)
 def sample_shard(prompts_ref: ArtifactRef, shard: tuple[int, int], policy: ModelSpec, policy_checkpoint: ArtifactRef | None,
                  policy_fingerprint: str, sampling: SamplingConfig, store: StoreConfig, out_path: str) -> ArtifactRef:
     stage_hook("sample", out_path)
-    import rlaifv_core.sampling as core
+    import rlaifv_core.feedback.sampling as core
 
     run_store = store_of(store)
     prompts = run_store.read_table(prompts_ref).iloc[shard[0]:shard[1]]

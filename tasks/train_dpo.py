@@ -70,7 +70,7 @@ class TrainDPOResult(BaseModel):
 
 
 def _model_dir(spec: ModelSpec, store: StoreConfig, checkpoint: ArtifactRef | None) -> str:
-    from rlaifv_core.roles import resolve_model_path
+    from rlaifv_core.models import resolve_model_path
 
     local = local_checkpoint(store, checkpoint)
     return str(local) if local is not None else resolve_model_path(spec.name_or_path)
@@ -80,20 +80,20 @@ def _work_dir(run_store: RunStore, store: StoreConfig, folder: str, key: str) ->
     """Local trainer folder (checkpoint-N, optimizer state) that a retry resumes from."""
     if run_store.is_local:
         return Path(run_store.root) / folder / ".train-work" / key
-    from rlaifv_core.shapes.bootstrap import cache_root
+    from rlaifv_core.store import cache_root
 
     return cache_root() / "train" / store.run_name / folder / key
 
 
 @task(name="reference-logps", persist_result=True, log_prints=False, retries=2, retry_delay_seconds=5,
       cache_policy=_KeyOf("pairs_ref", "reference_fingerprint", "dpo.dtype", "store", "out_path") + TASK_SOURCE
-      + CoreSource("rlaifv_core.dpo"))
+      + CoreSource("rlaifv_core.training"))
 def reference_logps(pairs_ref: ArtifactRef, reference: ModelSpec, reference_checkpoint: ArtifactRef | None,
                     reference_fingerprint: str, dpo: DPOConfig, store: StoreConfig, out_path: str) -> ArtifactRef:
     """Summed and per-token reference log-probs of every pair (`iter-<k>/ref_logps.parquet`); of the
     DPO section only the precision (`dtype`) and `ref_batch_size` matter, and only `dtype` is keyed."""
     stage_hook("reference", out_path)
-    import rlaifv_core.dpo as core
+    import rlaifv_core.training as core
 
     logger = get_run_logger()
     run_store = store_of(store)
@@ -143,14 +143,14 @@ def _existing_folder(run_store: RunStore, relpath: str, provenance: dict) -> Art
 
 @task(name="train-dpo", persist_result=True, log_prints=False, retries=2, retry_delay_seconds=10,
       cache_policy=_KeyOf("pairs_ref", "ref_logps_ref", "policy_fingerprint", "dpo", "store", "folder") + TASK_SOURCE
-      + CoreSource("rlaifv_core.dpo"))
+      + CoreSource("rlaifv_core.training"))
 def train_dpo(pairs_ref: ArtifactRef, ref_logps_ref: ArtifactRef, policy: ModelSpec,
               policy_checkpoint: ArtifactRef | None, policy_fingerprint: str, dpo: DPOConfig, store: StoreConfig,
               folder: str) -> TrainDPOResult:
     """DPO from the starting policy against the cached reference; every checkpoint goes to
     `<folder>/checkpoints/step-<n>` as a complete model folder (LoRA: merged, adapter in `adapter/`)."""
     stage_hook("dpo", folder)
-    import rlaifv_core.dpo as core
+    import rlaifv_core.training as core
 
     logger = get_run_logger()
     run_store = store_of(store)

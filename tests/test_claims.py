@@ -9,7 +9,7 @@ import re
 import pytest
 
 from tests.fakes import ScriptedBackend
-from rlaifv_core.claims import (
+from rlaifv_core.feedback.claims import (
     ClaimResult,
     chunk_answer,
     split_claims,

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from rlaifv_core.evals.coco import (COCO_CLASSES, SYNONYMS, coco_class, coco_classes_in, coco_phrase_mentions,
+from rlaifv_core.evals.coco_classes import COCO_CLASSES, SYNONYMS
+from rlaifv_core.evals.coco import (coco_class, coco_classes_in, coco_phrase_mentions,
                                     extract_coco_mentions, extract_coco_objects)
 
 CAPTIONS: list[tuple[str, set[str]]] = [

@@ -14,7 +14,8 @@ import pytest
 import torch
 from transformers import AutoModelForImageTextToText, AutoProcessor, TrainerCallback
 
-from rlaifv_core import dpo as D
+from rlaifv_core import training as D
+from rlaifv_core.training import trainer as trainer_module
 from rlaifv_core.config import DPOConfig
 from rlaifv_core.shapes.world import ShapesWorld
 
@@ -82,7 +83,7 @@ def test_trl_config_follows_the_recipe(tmp_path):
 
 
 def test_lora_targets_are_the_language_models_linear_layers(tiny_model_dir):
-    model, _ = D.load_model(tiny_model_dir, DPOConfig())
+    model, _ = D.load_training_model(tiny_model_dir, DPOConfig())
     targets = D.lora_target_modules(model)
     assert targets and all(".language_model." in t for t in targets)
     assert {t.rsplit(".", 1)[1] for t in targets} == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
@@ -98,8 +99,8 @@ def test_cached_reference_equals_trls_live_computation(tiny_model_dir, other_mod
         assert sums == pytest.approx(list(ref_frame[f"ref_{kind}_logps"]), abs=1e-4)
     # TRL's own computation, with the reference passed explicitly as ref_model
     dpo = _fast()
-    policy, processor = D.load_model(other_model_dir, dpo)
-    reference, _ = D.load_model(tiny_model_dir, dpo)
+    policy, processor = D.load_training_model(other_model_dir, dpo)
+    reference, _ = D.load_training_model(tiny_model_dir, dpo)
     dataset = D.to_trl_dataset(pairs)
     trainer = D.RLAIFVDPOTrainer(model=policy, ref_model=reference, args=D.build_trl_config(dpo, tmp_path, len(pairs)),
                                  train_dataset=dataset, processing_class=processor)
@@ -115,7 +116,7 @@ def test_cached_reference_equals_trls_live_computation(tiny_model_dir, other_mod
 
 def test_reference_must_be_explicit_and_match_the_pairs(tiny_model_dir, pairs, ref_frame, tmp_path):
     dpo = _fast()
-    model, processor = D.load_model(tiny_model_dir, dpo)
+    model, processor = D.load_training_model(tiny_model_dir, dpo)
     with pytest.raises(ValueError, match="explicit"):
         D.RLAIFVDPOTrainer(model=model, args=D.build_trl_config(dpo, tmp_path, len(pairs)),
                            train_dataset=D.to_trl_dataset(pairs), processing_class=processor)
@@ -193,7 +194,7 @@ def test_lora_trains_only_adapters_and_merges(tiny_model_dir, pairs, ref_frame, 
     assert (merged_dir / "adapter" / "adapter_config.json").exists()
     merged = AutoModelForImageTextToText.from_pretrained(merged_dir).eval()
     processor = AutoProcessor.from_pretrained(merged_dir)
-    batch = D._trl_classes()[0](processor=processor)([D.to_trl_dataset(pairs)[i] for i in range(4)])
+    batch = trainer_module._trl_classes()[0](processor=processor)([D.to_trl_dataset(pairs)[i] for i in range(4)])
     batch.pop("completion_mask")
     with torch.no_grad():
         expected = adapted(**batch).logits

@@ -19,8 +19,8 @@ from rlaifv_core.backends.base import Backend, ChatReply, GenerationSettings
 from rlaifv_core.evals.amber import evaluate_amber, parse_yes_no, run_amber
 from rlaifv_core.evals.judge import JudgeClient, JudgeRequest
 from rlaifv_core.evals.mmhal import QUESTION_TYPES, parse_rating, run_mmhal
-from rlaifv_core.evals.object_halbench import (EVAL_SETTINGS, align_answers, load_coco_ground_truth,
-                                              parse_object_list, run_object_halbench)
+from rlaifv_core.evals.common import EVAL_SETTINGS, align_answers
+from rlaifv_core.evals.object_halbench import load_coco_ground_truth, parse_object_list, run_object_halbench
 from rlaifv_core.evals.refomb import parse_verdict, run_refomb
 
 pytestmark = pytest.mark.timeout(120)

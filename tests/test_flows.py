@@ -25,11 +25,11 @@ def _forbid(monkeypatch, *targets):
 
 def test_generate_flow_runs_and_second_run_is_all_cache_hits(prefect_server, tmp_path, tiny_model_dir, monkeypatch):
     from flows.generate import generate
-    import rlaifv_core.claims
-    import rlaifv_core.judge
-    import rlaifv_core.pairs
-    import rlaifv_core.prompts
-    import rlaifv_core.sampling
+    import rlaifv_core.feedback.claims
+    import rlaifv_core.feedback.judge
+    import rlaifv_core.feedback.pairs
+    import rlaifv_core.feedback.prompts
+    import rlaifv_core.feedback.sampling
 
     config = _tiny_config(tmp_path, tiny_model_dir)
     first = generate(config, iteration=1)
@@ -40,27 +40,27 @@ def test_generate_flow_runs_and_second_run_is_all_cache_hits(prefect_server, tmp
     assert set(first.counts) == {"prompts", "claims", "pairs"}
     assert prompts["prompt_id"].is_unique
 
-    _forbid(monkeypatch, (rlaifv_core.sampling, "sample_candidates"), (rlaifv_core.judge, "judge_candidates"),
-            (rlaifv_core.pairs, "build_pairs"), (rlaifv_core.claims, "split_claims"),
-            (rlaifv_core.prompts, "load_prompts"))
+    _forbid(monkeypatch, (rlaifv_core.feedback.sampling, "sample_candidates"), (rlaifv_core.feedback.judge, "judge_candidates"),
+            (rlaifv_core.feedback.pairs, "build_pairs"), (rlaifv_core.feedback.claims, "split_claims"),
+            (rlaifv_core.feedback.prompts, "load_prompts"))
     second = generate(config, iteration=1)
     assert second == first
 
 
 def test_changing_pair_settings_recomputes_only_pair_assembly(prefect_server, tmp_path, tiny_model_dir, monkeypatch):
     from flows.generate import generate
-    import rlaifv_core.claims
-    import rlaifv_core.judge
-    import rlaifv_core.pairs
-    import rlaifv_core.sampling
+    import rlaifv_core.feedback.claims
+    import rlaifv_core.feedback.judge
+    import rlaifv_core.feedback.pairs
+    import rlaifv_core.feedback.sampling
 
     config = _tiny_config(tmp_path, tiny_model_dir)
     first = generate(config, iteration=1)
-    _forbid(monkeypatch, (rlaifv_core.sampling, "sample_candidates"), (rlaifv_core.judge, "judge_candidates"),
-            (rlaifv_core.claims, "split_claims"))
+    _forbid(monkeypatch, (rlaifv_core.feedback.sampling, "sample_candidates"), (rlaifv_core.feedback.judge, "judge_candidates"),
+            (rlaifv_core.feedback.claims, "split_claims"))
     calls = []
-    real_build = rlaifv_core.pairs.build_pairs
-    monkeypatch.setattr(rlaifv_core.pairs, "build_pairs", lambda *a, **k: calls.append(1) or real_build(*a, **k))
+    real_build = rlaifv_core.feedback.pairs.build_pairs
+    monkeypatch.setattr(rlaifv_core.feedback.pairs, "build_pairs", lambda *a, **k: calls.append(1) or real_build(*a, **k))
     changed = config.model_copy(update={"pairs": config.pairs.model_copy(update={"min_gap": 2})})
     second = generate(changed, iteration=1)
     assert second.candidates == first.candidates and second.verdicts == first.verdicts

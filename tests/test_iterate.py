@@ -29,9 +29,9 @@ def tiny_overrides(store: Path, model_dir: Path, run: str = "t") -> list[str]:
 def test_two_iterations_write_summary_and_rerun_is_cached(prefect_server, tmp_path, tiny_model_dir, monkeypatch):
     from prefect.client.orchestration import get_client
     from flows.iterate import iterate
-    import rlaifv_core.dpo
+    import rlaifv_core.training
     import rlaifv_core.evals.registry
-    import rlaifv_core.sampling
+    import rlaifv_core.feedback.sampling
 
     config = load_config("configs/shapes.yaml", tiny_overrides(tmp_path / "runs", tiny_model_dir))
     summary = iterate(config)
@@ -56,8 +56,8 @@ def test_two_iterations_write_summary_and_rerun_is_cached(prefect_server, tmp_pa
     def boom(*args, **kwargs):
         raise AssertionError("recomputed a stage of an unchanged run")
 
-    monkeypatch.setattr(rlaifv_core.sampling, "sample_candidates", boom)
-    monkeypatch.setattr(rlaifv_core.dpo, "train", boom)
+    monkeypatch.setattr(rlaifv_core.feedback.sampling, "sample_candidates", boom)
+    monkeypatch.setattr(rlaifv_core.training.run, "train", boom)
     monkeypatch.setattr(rlaifv_core.evals.registry, "run_benchmark", boom)
     again = iterate(config)
     assert again["iterations"] == summary["iterations"]
@@ -66,9 +66,9 @@ def test_two_iterations_write_summary_and_rerun_is_cached(prefect_server, tmp_pa
 @pytest.mark.slow
 def test_a_model_task_failing_once_with_a_cuda_error_is_retried(prefect_server, tmp_path, tiny_model_dir, monkeypatch):
     from flows.generate import generate
-    import rlaifv_core.sampling
+    import rlaifv_core.feedback.sampling
 
-    real = rlaifv_core.sampling.sample_candidates
+    real = rlaifv_core.feedback.sampling.sample_candidates
     calls = []
 
     def flaky(*args, **kwargs):
@@ -77,7 +77,7 @@ def test_a_model_task_failing_once_with_a_cuda_error_is_retried(prefect_server, 
             raise RuntimeError("CUDA error: an illegal memory access was encountered (simulated)")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(rlaifv_core.sampling, "sample_candidates", flaky)
+    monkeypatch.setattr(rlaifv_core.feedback.sampling, "sample_candidates", flaky)
     config = load_config("configs/shapes.yaml", tiny_overrides(tmp_path / "runs", tiny_model_dir))
     result = generate(config, iteration=1)
     assert len(calls) == 2 and result.candidates.rows == 8 * 4

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from rlaifv_core.backends.base import GenerationSettings, VisualPrompt
-from rlaifv_core.oom import run_with_oom_backoff
+from rlaifv_core.backends.oom import run_with_oom_backoff
 from rlaifv_core.shapes.world import ShapesWorld
 
 

@@ -8,8 +8,9 @@ import pytest
 
 from rlaifv_core.backends.base import YesNo
 from rlaifv_core.config import PairsConfig
-from rlaifv_core.judge import score
-from rlaifv_core.pairs import PAIR_COLUMNS, build_pairs, candidate_pairs, length_balance, remove_claims, swap_claim
+from rlaifv_core.feedback.judge import score
+from rlaifv_core.feedback.pairs import PAIR_COLUMNS, build_pairs, candidate_pairs, length_balance
+from rlaifv_core.shapes.pair_builders import remove_claims, swap_claim
 
 
 def _scored(prompt_id, answers_and_verdicts):

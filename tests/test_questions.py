@@ -7,14 +7,14 @@ import pytest
 
 from tests.fakes import ScriptedBackend
 from rlaifv_core.config import ClaimsConfig, ModelSpec
-from rlaifv_core.questions import (
+from rlaifv_core.feedback.questions import (
     QuestionResult,
     changeq_prompt_llama3,
-    parse_list,
     rewrite_questions,
     rewrite_questions_llm,
     rule_question,
 )
+from rlaifv_core.feedback.llm_lists import parse_list
 from rlaifv_core.shapes.world import COLOURS, SHAPES
 
 

@@ -114,21 +114,21 @@ def test_iterate_on_s3_rerun_is_all_cache_hits_and_no_credential_is_stored(s3_en
     from prefect.settings import PREFECT_SERVER_DATABASE_CONNECTION_URL
     from prefect.testing.utilities import prefect_test_harness
 
-    import rlaifv_core.claims
-    import rlaifv_core.dpo
+    import rlaifv_core.feedback.claims
+    import rlaifv_core.training
     import rlaifv_core.evals.registry
-    import rlaifv_core.judge
-    import rlaifv_core.pairs
-    import rlaifv_core.prompts
-    import rlaifv_core.sampling
+    import rlaifv_core.feedback.judge
+    import rlaifv_core.feedback.pairs
+    import rlaifv_core.feedback.prompts
+    import rlaifv_core.feedback.sampling
 
     def boom(*args, **kwargs):
         raise AssertionError("a stage ran although everything was in the bucket")
 
-    for module, name in [(rlaifv_core.sampling, "sample_candidates"), (rlaifv_core.judge, "judge_candidates"),
-                         (rlaifv_core.claims, "split_claims"), (rlaifv_core.pairs, "build_pairs"),
-                         (rlaifv_core.prompts, "load_prompts"), (rlaifv_core.dpo, "launch"),
-                         (rlaifv_core.dpo, "compute_reference_logps"), (rlaifv_core.evals.registry, "run_benchmark")]:
+    for module, name in [(rlaifv_core.feedback.sampling, "sample_candidates"), (rlaifv_core.feedback.judge, "judge_candidates"),
+                         (rlaifv_core.feedback.claims, "split_claims"), (rlaifv_core.feedback.pairs, "build_pairs"),
+                         (rlaifv_core.feedback.prompts, "load_prompts"), (rlaifv_core.training, "launch"),
+                         (rlaifv_core.training, "compute_reference_logps"), (rlaifv_core.evals.registry, "run_benchmark")]:
         monkeypatch.setattr(module, name, boom)
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # checkpoint downloads stay in the test's folder
     from flows.iterate import iterate

@@ -202,7 +202,7 @@ def test_existing_dask_cluster_by_address_gives_byte_identical_pairs(thread_run,
             client.wait_for_workers(2, timeout=120)
             command = readme_command("python flows/generate.py scale.task_runner=dask scale.dask_address=")
             got = run_generate(command.replace("8786", str(port)), tmp_path / "store", tiny_model_dir, run_env)
-            ran_here = client.run(lambda: "rlaifv_core.sampling" in sys.modules and "rlaifv_core.judge" in sys.modules)
+            ran_here = client.run(lambda: "rlaifv_core.feedback.sampling" in sys.modules and "rlaifv_core.feedback.judge" in sys.modules)
         assert len(ran_here) == 2 and any(ran_here.values()), ran_here  # the shards ran in the cluster's workers
         assert_identical(thread_run, got)
     finally:

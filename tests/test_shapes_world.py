@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from rlaifv_core.evals.shapes import audit_labeler, chair, claim_kind, mentioned_objects
+from rlaifv_core.shapes.benchmark import audit_labeler, chair, claim_kind, mentioned_objects
 from rlaifv_core.shapes.oracle import OracleLabeler, objects_in_image
 from rlaifv_core.shapes.world import CELL, COLOURS, PARTNER, ShapesWorld
 

@@ -24,14 +24,15 @@ from typing import Sequence
 import torch
 from PIL import Image
 
-from ..roles import folder_fingerprint, resolve_model_path
+from ..fingerprints import folder_fingerprint
 from ..seeds import mix_seed
 from .base import Backend, ChatReply, GenerationSettings, VisualPrompt, YesNo
+from .sampler import sample_tokens
+from .templates import encode_texts, encode_with_answers, render_turn
+from .yesno import NO_WORDS, YES_WORDS, first_token_ids
 
 log = logging.getLogger(__name__)
 
-YES_WORDS = ("yes", "Yes")
-NO_WORDS = ("no", "No")
 #: model types whose rotary positions depend on the image grid: no shared-prefix fast path
 _MROPE_TYPES = {"qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe", "glm4v"}
 
@@ -52,47 +53,6 @@ def pick_dtype(requested: str, device: torch.device) -> torch.dtype:
     return torch.float32
 
 
-_M1 = torch.tensor(0x9E3779B97F4A7C15 - (1 << 64), dtype=torch.long)
-_M2 = torch.tensor(0xBF58476D1CE4E5B9 - (1 << 64), dtype=torch.long)
-_M3 = torch.tensor(0x94D049BB133111EB - (1 << 64), dtype=torch.long)
-
-
-def _uniform_noise(row_seeds: torch.Tensor, step: int, vocab: int, device) -> torch.Tensor:
-    """Counter-based uniforms in (0, 1): one per (row seed, step, token), batch-independent."""
-    x = row_seeds.to(device)[:, None] * _M1 + (step + 1) * _M2 + torch.arange(vocab, device=device)[None, :] * _M3
-    x = x ^ ((x >> 30) & ((1 << 34) - 1))
-    x = x * _M2
-    x = x ^ ((x >> 27) & ((1 << 37) - 1))
-    x = x * _M3
-    x = x ^ ((x >> 31) & ((1 << 33) - 1))
-    return (((x >> 11) & ((1 << 53) - 1)).double() + 0.5) / float(1 << 53)
-
-
-def filter_logits(logits: torch.Tensor, temperature: float, top_k: int | None, top_p: float) -> torch.Tensor:
-    """Temperature, top-k and nucleus filtering as transformers' warpers apply them."""
-    logits = logits.float() / temperature
-    if top_k is not None and 0 < top_k < logits.shape[-1]:
-        kth = torch.topk(logits, top_k, dim=-1).values[..., -1, None]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if top_p < 1.0:
-        sorted_logits, order = torch.sort(logits, descending=False, dim=-1)
-        cumulative = sorted_logits.softmax(-1).cumsum(-1)
-        remove_sorted = cumulative <= (1 - top_p)
-        remove_sorted[..., -1:] = False
-        remove = remove_sorted.scatter(-1, order, remove_sorted)
-        logits = logits.masked_fill(remove, float("-inf"))
-    return logits
-
-
-def sample_tokens(logits: torch.Tensor, settings: GenerationSettings, row_seeds: torch.Tensor, step: int) -> torch.Tensor:
-    """Gumbel-max sampling with per-row deterministic noise; argmax when temperature is 0."""
-    if settings.greedy:
-        return logits.argmax(-1)
-    filtered = filter_logits(logits, settings.temperature, settings.top_k, settings.top_p)
-    gumbel = -torch.log(-torch.log(_uniform_noise(row_seeds, step, logits.shape[-1], logits.device)))
-    return (filtered.double() + gumbel).argmax(-1)
-
-
 class HFBackend(Backend):
     """A transformers model (vision-language or text-only) in this process."""
 
@@ -109,18 +69,19 @@ class HFBackend(Backend):
         model_type = getattr(model.config, "model_type", "")
         self.shared_prefix = model_type not in _MROPE_TYPES
         self._cache_kwarg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
-        self._yes_ids = self._word_ids(YES_WORDS)
-        self._no_ids = self._word_ids(NO_WORDS)
+        self._yes_ids = first_token_ids(self.tokenizer, YES_WORDS)
+        self._no_ids = first_token_ids(self.tokenizer, NO_WORDS)
 
     # -- loading --------------------------------------------------------------------------------
     @classmethod
     def from_spec(cls, spec, path: str | os.PathLike | None = None) -> "HFBackend":
-        """Load `spec.name_or_path` (or an explicit local `path`). Safetensors only."""
+        """Load `spec.name_or_path` (or an explicit local `path`: `rlaifv_core.models` passes the folder
+        a schemed name such as `shapes:policy` stands for). Safetensors only."""
         from transformers import (AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText,
                                   AutoProcessor, AutoTokenizer)
         from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
 
-        source = str(path or resolve_model_path(spec.name_or_path))
+        source = str(path or spec.name_or_path)
         local = Path(source)
         if local.is_dir():
             weights = list(local.glob("*.safetensors"))
@@ -150,16 +111,6 @@ class HFBackend(Backend):
 
     def encode(self, texts: Sequence[str], images: Sequence[Image.Image | None] | None, padding_side: str = "left"):
         return encode_texts(self.processor, texts, images if self.is_vlm else None, self.device, padding_side)
-
-    def _word_ids(self, words: Sequence[str]) -> list[int]:
-        """Token ids of the first token of each surface form (deduplicated; unknowns dropped)."""
-        ids = []
-        unk = self.tokenizer.unk_token_id
-        for word in words:
-            tokens = self.tokenizer.encode(word, add_special_tokens=False)
-            if tokens and tokens[0] != unk and tokens[0] not in ids:
-                ids.append(tokens[0])
-        return ids
 
     @property
     def _eos_ids(self) -> set[int]:
@@ -366,45 +317,6 @@ class HFBackend(Backend):
         row_seeds = torch.tensor([mix_seed(seed, 0)], dtype=torch.long)
         reply = self._sample_with_generate(batch, row_seeds, settings, 1)[0][0]
         return ChatReply(text=reply, model=self.name)
-
-
-def render_turn(processor, question: str, answer: str | None = None, *, with_image: bool = True,
-                is_vlm: bool = True) -> str:
-    """The chat-template text of one user turn (+ the assistant answer when given)."""
-    content = ([{"type": "image"}] if with_image else []) + [{"type": "text", "text": question}]
-    messages = [{"role": "user", "content": content if is_vlm else question}]
-    if answer is None:
-        return processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    messages.append({"role": "assistant", "content": [{"type": "text", "text": answer}] if is_vlm else answer})
-    return processor.apply_chat_template(messages, tokenize=False)
-
-
-def encode_texts(processor, texts: Sequence[str], images: Sequence[Image.Image | None] | None,
-                 device: torch.device | str = "cpu", padding_side: str = "left") -> dict:
-    """Tokenize texts (with their images) into one padded batch on `device`."""
-    tokenizer = getattr(processor, "tokenizer", processor)
-    tokenizer.padding_side = padding_side
-    if images is not None and any(img is not None for img in images):
-        batch = processor(text=list(texts), images=[img for img in images if img is not None],
-                          padding=True, return_tensors="pt")
-    else:
-        batch = tokenizer(list(texts), padding=True, return_tensors="pt", add_special_tokens=False)
-    return {k: (v.to(device) if hasattr(v, "to") else v) for k, v in batch.items()}
-
-
-def encode_with_answers(processor, prompts: Sequence[VisualPrompt], answers: Sequence[str],
-                        device: torch.device | str = "cpu", is_vlm: bool = True):
-    """A right-padded batch of prompt+answer, and a mask of the answer tokens (end of turn included)."""
-    full = [render_turn(processor, p.question, a, with_image=p.image is not None, is_vlm=is_vlm)
-            for p, a in zip(prompts, answers)]
-    prompt_only = [render_turn(processor, p.question, with_image=p.image is not None, is_vlm=is_vlm) for p in prompts]
-    images = [p.image for p in prompts] if is_vlm else None
-    batch = encode_texts(processor, full, images, device, "right")
-    prompt_lens = encode_texts(processor, prompt_only, images, device, "right")["attention_mask"].sum(-1)
-    lengths = batch["attention_mask"].sum(-1)
-    positions = torch.arange(batch["input_ids"].shape[1], device=device)[None, :]
-    answer_mask = (positions >= prompt_lens[:, None]) & (positions < lengths[:, None])
-    return batch, answer_mask
 
 
 def _cache_of(outputs):

@@ -35,15 +35,12 @@ from typing import Callable, Sequence
 from PIL import Image
 
 from .base import Backend, ChatReply, EndpointError, GenerationSettings, VisualPrompt, YesNo
+from .yesno import NO_WORDS, YES_WORDS, surface_word
 
 log = logging.getLogger(__name__)
 
-YES_WORDS = ("yes", "Yes")
-NO_WORDS = ("no", "No")
 #: the API's maximum number of alternatives per position
 TOP_LOGPROBS = 20
-#: tokenizer word-start markers some servers leave in token texts (SentencePiece, byte-level BPE)
-_WORD_MARKERS = "\u2581\u0120"
 
 
 class _Retryable(Exception):
@@ -95,10 +92,6 @@ def _retry_after_s(headers) -> float | None:
         if math.isfinite(seconds):
             return max(0.0, seconds)
     return None
-
-
-def _word(token: str) -> str:
-    return token.strip().lstrip(_WORD_MARKERS).strip()
 
 
 class OpenAIBackend(Backend):
@@ -320,7 +313,7 @@ class OpenAIBackend(Backend):
         parts: dict[str, float] = {}
         p_yes = p_no = 0.0
         for alt in content[0].top_logprobs:
-            word = _word(alt.token)
+            word = surface_word(alt.token)
             if word not in YES_WORDS and word not in NO_WORDS:
                 continue
             p = math.exp(alt.logprob)

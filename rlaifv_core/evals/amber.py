@@ -1,5 +1,5 @@
 """AMBER: LLM-free hallucination metrics, generative (CHAIR, Cover, Hal, Cog) and discriminative
-(accuracy, precision, recall, F1), from AMBER's own annotation files (method.md §7.4).
+(accuracy, precision, recall, F1), from AMBER's own annotation files (docs/method.md §8).
 
     from rlaifv_core.evals.amber import run_amber
     record = run_amber("data/annotations.json", responses="amber_answers.json",
@@ -44,7 +44,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from ..backends.base import Backend, GenerationSettings, VisualPrompt
 from .coco import PhraseVocabulary, lemma_key
-from .object_halbench import EVAL_SETTINGS, generated_record, given_record, load_image, read_rows
+from .common import EVAL_SETTINGS, generated_record, given_record, load_image, read_rows
 
 DIMENSIONS = {
     "discriminative-hallucination": "existence",

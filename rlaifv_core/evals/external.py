@@ -1,5 +1,8 @@
 """Adapters from `EvalConfig.data` paths to the real benchmarks (user-supplied data).
 
+    from rlaifv_core.evals.external import RUNNERS       # used through registry.run_benchmark
+    record = RUNNERS["object_halbench"](policy_backend, config.eval, judge_backend, settings)
+
 Keys of `eval.data` each benchmark reads:
 - object_halbench: `object_halbench` (jsonl), `coco_instances` and `coco_captions` (json, comma-
   separated for train+val), optional `image_root`; LLM judge if `models.eval_judge` is set, else LLM-free.

@@ -6,7 +6,7 @@
                        max_new_tokens=512, parse=parse_rating)
     answer.value, answer.parsed, answer.raw, answer.served_model, answer.attempts
 
-Rules (they fix the original's habits, see method.md "Ambiguities and apparent bugs"):
+Rules (they fix the original's habits, see docs/method.md §11):
 - bounded: at most `max_attempts` backend calls per question; an unparsable reply or an error
   (timeout, HTTP failure) uses up one attempt, the next attempt uses another seed;
 - a reply that never parses is returned as `parsed=False, value=None` with its raw text: it is

@@ -1,4 +1,4 @@
-"""MMHal-Bench: 96 questions scored 0–6 by an LLM judge (method.md §7.2).
+"""MMHal-Bench: 96 questions scored 0–6 by an LLM judge (docs/method.md §8).
 
     from rlaifv_core.evals.mmhal import run_mmhal
     record = run_mmhal("mmhal-bench_with_image.jsonl", judge=JudgeClient(judge_backend, cache_path=...),
@@ -28,9 +28,8 @@ import statistics
 from typing import Any, Sequence
 
 from ..backends.base import Backend, GenerationSettings
+from .common import EVAL_SETTINGS, align_answers, generate_answers, generated_record, given_record, read_rows
 from .judge import JudgeClient, JudgeRequest, summarise_answers
-from .object_halbench import (EVAL_SETTINGS, align_answers, generate_answers, generated_record, given_record,
-                              read_rows)
 
 #: The order of question types in the 96-item file (type of item i = TYPES[i % 8]).
 QUESTION_TYPES = ("attribute", "adversarial", "comparison", "counting", "relation", "environment",

@@ -1,4 +1,4 @@
-"""RefoMB: pairwise comparison against reference answers, judged from a text description (§7.3).
+"""RefoMB: pairwise comparison against reference answers, judged from a text description (docs/method.md §8).
 
     from rlaifv_core.evals.refomb import run_refomb
     record = run_refomb("RefoMB_dev.jsonl", "gpt4v_RefoMB_dev_0521.jsonl", judge, answers="mine.jsonl")
@@ -28,9 +28,8 @@ import statistics
 from typing import Any, Sequence
 
 from ..backends.base import Backend, GenerationSettings
+from .common import EVAL_SETTINGS, align_answers, generate_answers, generated_record, given_record, read_rows
 from .judge import JudgeClient, JudgeRequest, summarise_answers
-from .object_halbench import (EVAL_SETTINGS, align_answers, generate_answers, generated_record, given_record,
-                              read_rows)
 
 SYSTEM = "You are a helpful and precise assistant for checking the quality of the answer."
 TRUST_SYSTEM = "You are a helpful and precise assistant."

@@ -9,6 +9,7 @@ A record has `metrics` (flat, numbers only), `n`, `judge` (identity, or "exact"/
 
 from __future__ import annotations
 
+from .. import plugins
 from ..backends.base import Backend, GenerationSettings
 from .external import RUNNERS
 
@@ -21,13 +22,9 @@ def generation_settings(eval_config) -> GenerationSettings:
 
 def run_benchmark(name: str, backend: Backend, eval_config, judge: Backend | None = None) -> dict:
     settings = generation_settings(eval_config)
-    if name == "shapes":
-        from .shapes import evaluate_policy
-
-        raw = evaluate_policy(backend, scenes=eval_config.shapes_scenes, seed=eval_config.shapes_seed, settings=settings)
-        metrics = {k: float(v) for k, v in raw.items() if isinstance(v, (int, float)) and k != "answers"}
-        return {"benchmark": "shapes", "metrics": metrics, "n": raw["answers"], "judge": "exact (ground truth)",
-                "generation": raw["settings"], "model": backend.identity, "examples": raw["examples"]}
-    if name not in RUNNERS:  # benchmarks on user-supplied data (Object HalBench, MMHal, RefoMB, AMBER)
-        raise ValueError(f"unknown benchmark {name!r}; known: shapes, {', '.join(sorted(RUNNERS))}")
-    return RUNNERS[name](backend, eval_config, judge, settings)
+    if name in RUNNERS:  # benchmarks on user-supplied data (Object HalBench, MMHal, RefoMB, AMBER)
+        return RUNNERS[name](backend, eval_config, judge, settings)
+    if name in plugins.benchmarks:  # a benchmark a plug-in registered (the shapes world's `shapes`)
+        return plugins.benchmarks.get(name)(backend, eval_config, settings)
+    known = sorted(set(RUNNERS) | set(plugins.benchmarks.names()))
+    raise ValueError(f"unknown benchmark {name!r}; known: {', '.join(known)}")

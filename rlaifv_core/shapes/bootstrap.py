@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..store import cache_root
 from .models import ModelSize, build_model, build_processor
 from .world import OBJECT_TYPES, PARTNER, ShapesWorld, canonical_order
 
@@ -70,10 +71,6 @@ class ShapesBootstrapConfig(BaseModel):
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
-def cache_root() -> Path:
-    return Path(os.environ.get("RLAIFV_CACHE", Path.home() / ".cache" / "rlaifv-flows"))
-
-
 def bootstrap_dir(config: ShapesBootstrapConfig | None = None) -> Path:
     config = config or ShapesBootstrapConfig()
     return cache_root() / "shapes" / config.digest()
@@ -101,7 +98,7 @@ def caption_example(world: ShapesWorld, rng: random.Random, qa_share: float, noi
 def yes_no_example(world: ShapesWorld, rng: random.Random, negated_share: float,
                    negative_mix: tuple[float, float, float] = (1.0, 1.0, 1.0)):
     """A claim about the scene, rewritten as the pipeline rewrites it, with a balanced answer."""
-    from ..questions import rule_question
+    from ..feedback.questions import rule_question
 
     scene = world.scene(rng.getrandbits(40))
     present = canonical_order(scene.objects)
@@ -130,7 +127,7 @@ def encode_training_batch(processor, examples, weight_first: float = 1.0):
     """input_ids/pixel_values/labels for (image, question, answer, weighted_token) examples;
     the prompt is masked; the answer's first token gets `weight_first` where asked."""
     from ..backends.base import VisualPrompt
-    from ..backends.hf import encode_with_answers
+    from ..backends.templates import encode_with_answers
 
     prompts = [VisualPrompt(img, q) for img, q, _, _ in examples]
     batch, answer_mask = encode_with_answers(processor, prompts, [a for _, _, a, _ in examples])

@@ -15,7 +15,7 @@ from typing import Sequence
 from PIL import Image
 
 from ..backends.base import Backend, YesNo
-from ..evals.shapes import mentioned_objects
+from .benchmark import mentioned_objects
 from .world import CELL, COLOURS, GRID, ObjectType
 
 

@@ -18,7 +18,7 @@ import sys
 import pandas as pd
 from PIL import Image
 
-from ..evals.shapes import mentioned_objects, positive_mentions
+from .benchmark import mentioned_objects, positive_mentions
 from .oracle import objects_in_image
 
 

@@ -20,16 +20,16 @@ from pathlib import Path
 
 import torch
 
-from ..backends.base import GenerationSettings, VisualPrompt
-from ..backends.hf import HFBackend
+from ..backends.base import Backend, GenerationSettings, VisualPrompt
 from ..config import ModelSpec, load_config
-from ..evals.shapes import audit_labeler, evaluate_policy, positive_mentions
-from ..questions import rule_question
+from ..feedback.questions import rule_question
+from ..models import load_model
+from .benchmark import audit_labeler, evaluate_policy, positive_mentions
 from .bootstrap import YES_NO_SUFFIX, bootstrap
 from .world import OBJECT_TYPES, PARTNER, ShapesWorld, canonical_order, DETAIL_QUESTIONS
 
 
-def labeler_verdicts(labeler: HFBackend, items, threshold: float = 0.5):
+def labeler_verdicts(labeler: Backend, items, threshold: float = 0.5):
     """items: (scene, object) → (scene, object, accepted) using the pipeline's question format."""
     out = []
     by_scene: dict[int, list] = {}
@@ -43,7 +43,7 @@ def labeler_verdicts(labeler: HFBackend, items, threshold: float = 0.5):
     return out
 
 
-def policy_claims(policy: HFBackend, world: ShapesWorld, scenes, settings: GenerationSettings, seed: int):
+def policy_claims(policy: Backend, world: ShapesWorld, scenes, settings: GenerationSettings, seed: int):
     prompts = [VisualPrompt(s.render(), DETAIL_QUESTIONS[i % len(DETAIL_QUESTIONS)]) for i, s in enumerate(scenes)]
     answers = policy.generate(prompts, settings, seeds=[seed + i for i in range(len(scenes))])
     return [(scene, obj) for scene, samples in zip(scenes, answers) for a in samples for obj in positive_mentions(a)]
@@ -74,8 +74,8 @@ def build_report(scenes: int = 300, seed: int = 10_000, config_path: str | None 
     cached_seconds = time.time() - cached_started
 
     torch.manual_seed(0)
-    policy = HFBackend.from_spec(ModelSpec(name_or_path="shapes:policy", batch_size=64))
-    labeler = HFBackend.from_spec(ModelSpec(name_or_path="shapes:labeler", batch_size=64))
+    policy = load_model(ModelSpec(name_or_path="shapes:policy", batch_size=64))
+    labeler = load_model(ModelSpec(name_or_path="shapes:labeler", batch_size=64))
     world = ShapesWorld()
     loop_settings = GenerationSettings(n=1, temperature=config.sampling.temperature, top_p=config.sampling.top_p,
                                        top_k=config.sampling.top_k, max_new_tokens=config.sampling.max_new_tokens)

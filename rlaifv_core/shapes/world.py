@@ -5,7 +5,7 @@
     scene = world.scene(seed=7)
     scene.render().save("scene.png"); print(scene.objects, world.caption(scene))
 
-Design (from the probes in shared/docs/facts.md): 48-px images on a 3x3 grid of 16-px cells, so
+Design (from the probes in docs/method.md §12): 48-px images on a 3x3 grid of 16-px cells, so
 a CLIP patch of 16 px sees exactly one cell and perception is easy. Hallucination lives in the
 *language prior*: objects come in partner pairs (a red circle usually brings a blue square), and
 the policy's training captions name an absent partner with probability `caption_noise`, as noisy

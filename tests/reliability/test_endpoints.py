@@ -13,10 +13,10 @@ import pytest
 
 from rlaifv_core.backends.base import EndpointError
 from rlaifv_core.backends.openai_api import OpenAIBackend
-from rlaifv_core.claims import split_claims
+from rlaifv_core.feedback.claims import split_claims
 from rlaifv_core.config import ClaimsConfig, JudgeConfig, SamplingConfig
-from rlaifv_core.judge import judge_candidates
-from rlaifv_core.sampling import sample_candidates
+from rlaifv_core.feedback.judge import judge_candidates
+from rlaifv_core.feedback.sampling import sample_candidates
 from tests.helpers import free_port
 from tests.servers.openai_vlm import Fault, OpenAIVLMServer, backend_factory, serve_in_thread, tiny_vlm_backend
 
@@ -132,9 +132,9 @@ def test_a_different_served_model_name_is_recorded_in_the_identity(server, conne
 def test_endpoint_down_for_the_judging_stage_fails_it_boundedly_and_the_rerun_resumes(prefect_api, vlm, tmp_path,
                                                                                      tiny_model_dir, monkeypatch):
     from flows.generate import generate
-    import rlaifv_core.claims
-    import rlaifv_core.prompts
-    import rlaifv_core.sampling
+    import rlaifv_core.feedback.claims
+    import rlaifv_core.feedback.prompts
+    import rlaifv_core.feedback.sampling
 
     port = free_port()
     base_url = f"http://127.0.0.1:{port}/v1"
@@ -157,7 +157,7 @@ def test_endpoint_down_for_the_judging_stage_fails_it_boundedly_and_the_rerun_re
 
     # "Later": the failed stage's other in-flight requests finish their own bounded retries first (a
     # new process would not have them), and the re-run opens its labeler afresh.
-    import rlaifv_core.roles as roles
+    import rlaifv_core.models.roles as roles
 
     for backend in list(roles._LOADED.values()):
         if isinstance(backend, OpenAIBackend):
@@ -167,8 +167,8 @@ def test_endpoint_down_for_the_judging_stage_fails_it_boundedly_and_the_rerun_re
     def recomputed(*args, **kwargs):
         raise AssertionError("a stage that had finished before the endpoint went down ran again")
 
-    for module, name in ((rlaifv_core.prompts, "load_prompts"), (rlaifv_core.sampling, "sample_candidates"),
-                         (rlaifv_core.claims, "split_claims")):
+    for module, name in ((rlaifv_core.feedback.prompts, "load_prompts"), (rlaifv_core.feedback.sampling, "sample_candidates"),
+                         (rlaifv_core.feedback.claims, "split_claims")):
         monkeypatch.setattr(module, name, recomputed)
     server = OpenAIVLMServer(vlm, model_name=MODEL, api_key=KEY)
     _, stop = serve_in_thread(server.app, port=port, startup_timeout_s=15)  # back, at the same URL

@@ -23,11 +23,11 @@ import pandas as pd
 import pytest
 import torch
 
-from rlaifv_core import dpo as D
+from rlaifv_core import training as D
 from rlaifv_core import store as store_module
 from rlaifv_core.backends.hf import HFBackend
 from rlaifv_core.config import DPOConfig, ModelSpec, SamplingConfig
-from rlaifv_core.sampling import sample_candidates
+from rlaifv_core.feedback.sampling import sample_candidates
 from rlaifv_core.store import MANIFEST, RunStore, StoreUnavailable, sha256_bytes
 from tests.helpers import free_port
 
@@ -199,7 +199,7 @@ def test_simulated_oom_in_sampling_halves_the_batch_and_gives_the_same_answers(t
         return real(chunk, seeds, settings)
 
     monkeypatch.setattr(backend, "_sample_chunk", oom_when_big)
-    with caplog.at_level(logging.WARNING, logger="rlaifv_core.oom"):
+    with caplog.at_level(logging.WARNING, logger="rlaifv_core.backends.oom"):
         again = sample_candidates(backend, prompts, config)
     pd.testing.assert_frame_equal(again, clean)  # per-sample seeds: the batch size does not change an answer
     assert backend.batch_size == 2 and rows[:2] == [6, 4] and set(rows[2:]) == {2}
@@ -217,7 +217,7 @@ def test_simulated_oom_in_dpo_halves_the_batch_keeps_the_recipe_and_completes(ti
         return D.TrainJob(model_dir=str(tiny_model_dir), pairs_path="<frame>", output_dir=str(out), dpo=dpo)
 
     clean = D.train(job(tmp_path / "clean"), pairs=pairs, ref_logps=ref)
-    real_load, seen = D.load_model, []
+    real_load, seen = D.load_training_model, []
 
     def load_with_small_memory(*args, **kwargs):
         model, processor = real_load(*args, **kwargs)
@@ -231,7 +231,7 @@ def test_simulated_oom_in_dpo_halves_the_batch_keeps_the_recipe_and_completes(ti
         model.register_forward_pre_hook(check, with_kwargs=True)
         return model, processor
 
-    monkeypatch.setattr(D, "load_model", load_with_small_memory)
+    monkeypatch.setattr(D.run, "load_training_model", load_with_small_memory)
     said: list[str] = []
     result = D.train(job(tmp_path / "oom"), pairs=pairs, ref_logps=ref, log_fn=said.append)
     assert "out of memory: per-device batch halved to 2 (gradient accumulation 2), restarting from the start" in said

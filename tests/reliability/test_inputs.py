@@ -10,10 +10,10 @@ import tracemalloc
 import pandas as pd
 import pytest
 
-from rlaifv_core import dpo as D
+from rlaifv_core import training as D
 from rlaifv_core.config import PromptsConfig
 from rlaifv_core.images import MAX_PIXELS, BadImage, load_image_bytes
-from rlaifv_core.prompts import MAX_QUESTION_CHARS, PromptSourceError, load_prompts, read_prompt_source
+from rlaifv_core.feedback.prompts import MAX_QUESTION_CHARS, PromptSourceError, load_prompts, read_prompt_source
 
 from .conftest import b64, bomb_png, counts_artifact, good_records, png_bytes, tiny_config, write_jsonl
 
@@ -232,12 +232,12 @@ def test_bad_rows_are_counted_in_the_prompts_counts_artifact_and_the_run_goes_on
 def test_unusable_prompt_source_stops_the_flow_before_any_model_runs(prefect_api, tmp_path, tiny_model_dir,
                                                                     monkeypatch):
     from flows.generate import generate
-    import rlaifv_core.sampling
+    import rlaifv_core.feedback.sampling
 
     def never(*args, **kwargs):
         raise AssertionError("sampling ran on an unusable prompt set")
 
-    monkeypatch.setattr(rlaifv_core.sampling, "sample_candidates", never)
+    monkeypatch.setattr(rlaifv_core.feedback.sampling, "sample_candidates", never)
     source = write_jsonl(tmp_path / "all-bad.jsonl", [{"question": " ", "image": "a.png"}, {"question": "q ?"}])
     config = tiny_config(tmp_path / "runs", tiny_model_dir, f"prompts.source={source}", run="no-prompts")
     with pytest.raises(PromptSourceError, match="all-bad.jsonl: no usable prompt among 2 rows"):

@@ -12,11 +12,11 @@ import pandas as pd
 import pytest
 
 from rlaifv_core.backends.base import Backend, ChatReply, VisualPrompt, YesNo
-from rlaifv_core.claims import split_claims, split_claims_rules
+from rlaifv_core.feedback.claims import split_claims, split_claims_rules
 from rlaifv_core.config import ClaimsConfig, JudgeConfig, PairsConfig
-from rlaifv_core.judge import judge_candidates
-from rlaifv_core.pairs import build_pairs
-from rlaifv_core.questions import rewrite_questions
+from rlaifv_core.feedback.judge import judge_candidates
+from rlaifv_core.feedback.pairs import build_pairs
+from rlaifv_core.feedback.questions import rewrite_questions
 from rlaifv_core.rewards import NonFiniteLogprobs, best_of_n, implicit_reward, sequence_logprob
 
 from .conftest import counts_artifact, png_bytes, tiny_config
@@ -187,11 +187,11 @@ def _text_roles():
 
 def test_model_output_faults_are_counted_in_stage_artifacts_and_summary_json(prefect_api, tmp_path, tiny_model_dir,
                                                                              monkeypatch):
-    import rlaifv_core.sampling
+    import rlaifv_core.feedback.sampling
     import tasks.claims
     from flows.iterate import iterate
 
-    real_sample = rlaifv_core.sampling.sample_candidates
+    real_sample = rlaifv_core.feedback.sampling.sample_candidates
 
     def sample_with_faults(*args, **kwargs):
         frame = real_sample(*args, **kwargs)
@@ -201,7 +201,7 @@ def test_model_output_faults_are_counted_in_stage_artifacts_and_summary_json(pre
         return frame
 
     splitter, rewriter = _text_roles()
-    monkeypatch.setattr(rlaifv_core.sampling, "sample_candidates", sample_with_faults)
+    monkeypatch.setattr(rlaifv_core.feedback.sampling, "sample_candidates", sample_with_faults)
     monkeypatch.setattr(tasks.claims, "_role", lambda spec: {"fake-splitter": splitter,
                                                              "fake-rewriter": rewriter}[spec.name_or_path])
     config = tiny_config(tmp_path / "runs", tiny_model_dir, "models.splitter.name_or_path=fake-splitter",

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from rlaifv_core.backends.hf import HFBackend
-from rlaifv_core.config import ModelSpec, load_config
+from rlaifv_core.config import DPOConfig, ModelSpec, load_config
 from rlaifv_core.images import BadImage, fetch_image, load_image_bytes
 from tests.helpers import free_port
 from tests.servers.openai_vlm import Fault, OpenAIVLMServer, serve_in_thread, tiny_vlm_backend
@@ -163,10 +163,10 @@ def test_trust_remote_code_is_off_unless_configured(tmp_path, monkeypatch):
     monkeypatch.setattr(dynamic, "HF_MODULES_CACHE", str(tmp_path / "hf-modules"))
     with pytest.raises(ValueError, match="trust_remote_code=True"):
         HFBackend.from_spec(ModelSpec(name_or_path=str(repo)))
-    from rlaifv_core import dpo as D
+    from rlaifv_core import training as D
 
     with pytest.raises(ValueError, match="trust_remote_code"):
-        D.load_model(str(repo), D.DPOConfig())
+        D.load_training_model(str(repo), DPOConfig())
     assert not marker.exists()  # refused before any of its code ran
     with pytest.raises(Exception):  # noqa: B017 - whatever fails later, the point is what ran
         HFBackend.from_spec(ModelSpec(name_or_path=str(repo), trust_remote_code=True))
@@ -184,7 +184,7 @@ class _Payload:
 
 
 def test_weights_load_only_from_safetensors_and_pickles_are_never_unpickled(tmp_path, tiny_model_dir):
-    from rlaifv_core import dpo as D
+    from rlaifv_core import training as D
 
     marker = tmp_path / "unpickled.txt"
     pickle_only = tmp_path / "pickle-only"
@@ -193,13 +193,13 @@ def test_weights_load_only_from_safetensors_and_pickles_are_never_unpickled(tmp_
     with pytest.raises(ValueError, match=r"only pickle weights \(pytorch_model.bin\); this project loads safetensors"):
         HFBackend.from_spec(ModelSpec(name_or_path=str(pickle_only)))
     with pytest.raises(OSError, match="safetensors"):
-        D.load_model(str(pickle_only), D.DPOConfig())  # the training path refuses too
+        D.load_training_model(str(pickle_only), DPOConfig())  # the training path refuses too
     both = tmp_path / "both"
     shutil.copytree(tiny_model_dir, both)
     shutil.copy(pickle_only / "pytorch_model.bin", both / "pytorch_model.bin")
     backend = HFBackend.from_spec(ModelSpec(name_or_path=str(both)))  # the safetensors weights are used
     assert sum(p.numel() for p in backend.model.parameters()) > 0
-    D.load_model(str(both), D.DPOConfig())
+    D.load_training_model(str(both), DPOConfig())
     assert not marker.exists()
     with pytest.raises(Exception):  # noqa: B017 - the control: unpickling it does write the marker
         torch.load(pickle_only / "pytorch_model.bin", weights_only=False)["language_model.lm_head.weight"].shape

@@ -1,6 +1,6 @@
 """Labeler scoring: every claim's yes/no question answered with the image → verdicts → scores.
 
-    from rlaifv_core.judge import judge_candidates
+    from rlaifv_core.feedback.judge import judge_candidates
     verdicts = judge_candidates(labeler_backend, prompts_frame, claims_frame, config.judge)
 
 Verdict = p_yes / (p_yes + p_no) > threshold with p_yes = P(yes)+P(Yes) and p_no = P(no)+P(No)
@@ -16,9 +16,9 @@ from typing import Callable
 
 import pandas as pd
 
-from .backends.base import Backend, YesNo
-from .images import decode_image
-from .oom import run_with_oom_backoff
+from ..backends.base import Backend, YesNo
+from ..images import decode_image
+from ..backends.oom import run_with_oom_backoff
 
 VERDICT_COLUMNS = ["prompt_id", "sample_idx", "p_yes", "p_no", "accepted", "n_claims", "n_rejected", "score",
                    "zero_claims"]

@@ -1,7 +1,8 @@
-"""Prompt sets: the shapes world's generator, the original's jsonl/JSON-array input, parquet or
-any `datasets` dataset with image and question columns — as one table with counted skips.
+"""Prompt sets: the original's jsonl/JSON-array input, parquet, any `datasets` dataset with image
+and question columns, or a generator a plug-in registered (the shapes world's `shapes`) — as one
+table with counted skips.
 
-    from rlaifv_core.prompts import load_prompts
+    from rlaifv_core.feedback.prompts import load_prompts
     frame, counts = load_prompts(config.prompts, iteration=1, seed=0)
 
 Output columns: prompt_id (unique per image+question), ds_question_id, question, image (PNG
@@ -21,12 +22,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from .images import BadImage, image_to_png, load_image_bytes
+from .. import plugins
+from ..images import BadImage, image_to_png, load_image_bytes
 
 MAX_QUESTION_CHARS = 4000
 PROMPT_COLUMNS = ["prompt_id", "ds_question_id", "question", "image", "image_path", "task", "origin_dataset",
                   "truth", "metainfos"]
-SHAPES_SEED_STRIDE = 1_000_000  # iteration k draws scenes from seed k * stride: never reused, never eval
 
 
 class PromptSourceError(ValueError):
@@ -38,34 +39,10 @@ def prompt_id_for(image_bytes: bytes | None, question: str) -> str:
     return digest[:16]
 
 
-def shapes_prompts(start_seed: int, count: int, detail_share: float) -> pd.DataFrame:
-    from .shapes.world import ShapesWorld
-
-    rows = []
-    for record in ShapesWorld().prompts(start_seed, count, detail_share):
-        scene = record["scene"]
-        image = image_to_png(scene.render())
-        rows.append({
-            # Two seeds can draw the same scene; the seed keeps their prompts distinct.
-            "prompt_id": f"{prompt_id_for(image, record['question'])[:12]}-{scene.seed}",
-            "ds_question_id": record["ds_question_id"],
-            "question": record["question"],
-            "image": image,
-            "image_path": "",
-            "task": record["task"],
-            "origin_dataset": "shapes",
-            "truth": json.dumps(sorted(f"{c} {s}" for c, s in scene.objects)),
-            "metainfos": json.dumps({"seed": scene.seed}),
-        })
-    return pd.DataFrame(rows, columns=PROMPT_COLUMNS)
-
-
 def load_prompts(config, iteration: int = 1, seed: int = 0) -> tuple[pd.DataFrame, dict]:
     """The prompt slice for `iteration` (1-based): a fresh, disjoint slice each iteration."""
-    if config.source == "shapes":
-        start = seed * 7_919 + iteration * SHAPES_SEED_STRIDE
-        frame = shapes_prompts(start, config.per_iteration, config.detail_share)
-        return frame, {"rows_in": len(frame), "prompts": len(frame)}
+    if config.source in plugins.prompt_sources:  # a generator a plug-in registered (e.g. `shapes`)
+        return plugins.prompt_sources.get(config.source)(config, iteration, seed)
     frame, counts = read_prompt_source(config.source, config.data_root)
     begin = (iteration - 1) * config.per_iteration
     if begin >= len(frame):

@@ -1,7 +1,8 @@
 """Exact hallucination metrics in the shapes world (no judge needed: the truth is known).
 
-    from rlaifv_core.evals.shapes import evaluate_policy
+    from rlaifv_core.shapes.benchmark import evaluate_policy, run_shapes_benchmark
     record = evaluate_policy(backend, scenes=300, seed=10_000, settings=GenerationSettings(temperature=1.0))
+    record = run_benchmark("shapes", backend, config.eval)   # the same, through rlaifv_core.evals.registry
 
 CHAIRi = hallucinated mentions / mentions; CHAIRs = answers with ≥ 1 hallucinated mention /
 answers; recall = correctly named objects / objects present; plus mentions, hallucinated and
@@ -11,12 +12,13 @@ and question-answering accuracy on "is there a …?" prompts.
 
 from __future__ import annotations
 
+import json
 import random
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 from ..backends.base import Backend, GenerationSettings, VisualPrompt
-from ..shapes.world import COLOURS, PARTNER, PLURALS, SHAPES, DETAIL_QUESTIONS, ObjectType, Scene, ShapesWorld
+from .world import COLOURS, PARTNER, PLURALS, SHAPES, DETAIL_QUESTIONS, ObjectType, Scene, ShapesWorld
 
 _SHAPE_OF = {s: s for s in SHAPES} | {p: s for s, p in PLURALS.items()}
 _NEGATORS = {"no", "not"}
@@ -83,6 +85,12 @@ def chair(truths: Sequence[Iterable[ObjectType]], answers: Sequence[str]) -> dic
     return counts.metrics()
 
 
+def chair_against_truth(truths: Sequence[str], answers: Sequence[str]) -> dict[str, float]:
+    """`chair` of answers to prompts whose `truth` column holds the scene's objects as a JSON list
+    of "colour shape" strings (the shapes prompt source's truth; registered as a truth metric)."""
+    return chair([{tuple(o.split(" ", 1)) for o in json.loads(t)} for t in truths], answers)
+
+
 def qa_correct(answer: str, scene: Scene, obj: ObjectType) -> bool:
     words = answer.lower().split()
     said_yes = bool(words) and words[0] == "yes"
@@ -120,6 +128,15 @@ def evaluate_policy(backend: Backend, *, scenes: int = 300, seed: int = 10_000,
 
 
 # -- labeler audit ---------------------------------------------------------------------------------
+def run_shapes_benchmark(backend: Backend, eval_config, settings: GenerationSettings) -> dict:
+    """The benchmark `shapes` (registered by plugin.py): `evaluate_policy` on `eval.shapes_scenes`
+    held-out scenes from `eval.shapes_seed`, as a benchmark record."""
+    raw = evaluate_policy(backend, scenes=eval_config.shapes_scenes, seed=eval_config.shapes_seed, settings=settings)
+    metrics = {k: float(v) for k, v in raw.items() if isinstance(v, (int, float)) and k != "answers"}
+    return {"benchmark": "shapes", "metrics": metrics, "n": raw["answers"], "judge": "exact (ground truth)",
+            "generation": raw["settings"], "model": backend.identity, "examples": raw["examples"]}
+
+
 def claim_kind(obj: ObjectType, scene: Scene) -> str:
     """Which kind of claim this is relative to the scene (for per-kind accuracy)."""
     if obj in scene.objects:

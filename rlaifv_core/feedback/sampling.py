@@ -1,6 +1,6 @@
 """Candidate sampling: n answers per (image, question) from the current policy.
 
-    from rlaifv_core.sampling import sample_candidates
+    from rlaifv_core.feedback.sampling import sample_candidates
     candidates = sample_candidates(policy_backend, prompts_frame, config.sampling)
 
 Each prompt's seed is derived from the run seed and the prompt id, and each of its n samples
@@ -15,10 +15,10 @@ from typing import Callable
 
 import pandas as pd
 
-from .backends.base import Backend, GenerationSettings
-from .images import decode_image
-from .oom import run_with_oom_backoff
-from .seeds import mix_seed
+from ..backends.base import Backend, GenerationSettings
+from ..images import decode_image
+from ..backends.oom import run_with_oom_backoff
+from ..seeds import mix_seed
 
 Progress = Callable[[int, int], None]
 

@@ -1,84 +1,22 @@
-"""Answer → atomic claims (the "divide" half of RLAIF-V's divide-and-conquer, method.md §2).
+"""Rule-based claim splitting: an answer → its atomic claims, with no model.
 
-    from rlaifv_core.claims import split_claims, split_claims_rules
+    from rlaifv_core.feedback.claim_rules import split_claims_rules
     split_claims_rules("there is a red circle , a blue square and a green triangle .")
     # ['there is a red circle', 'there is a blue square', 'there is a green triangle']
-    results = split_claims([(question, answer), ...], config.models.splitter, config.claims)
-    results[0].claims, results[0].failure, results[0].raw
 
-Two splitters behind one call:
-
-* rules (no model): spaCy `blank("en")` + sentencizer + lookup lemmatizer, and rules. One claim
-  per clause; a leading "yes ,"/"no ," and discourse markers ("Additionally,", "In the image,")
-  are dropped; "there is/are A , B and C" and "the image shows / I can see A and B" become one
-  existential claim per noun phrase (number agreement redone, a trailing place phrase shared);
-  "there is nothing" is no claim. Exact on the shapes world's language.
-* an LLM (any Backend with chat()): the project's own prompt, or the `rlaifv-llama3` preset
-  (the released RLAIF-V split model's prompt, verbatim) with its `get_facts` parsing minus its
-  defects: no first-character drop, no 300-word truncation (long answers go in sentence-aligned
-  chunks of config.chunk_words words), an unparsable reply is retried once with another seed
-  and then recorded as a failure of that answer (never raised, never silently empty).
+One claim per clause; a leading "yes ,"/"no ," and discourse markers ("Additionally,", "In the
+image,") are dropped; "there is/are A , B and C" and "the image shows / I can see A and B" become
+one existential claim per noun phrase (number agreement redone, a trailing place phrase shared);
+"there is nothing" is no claim. Exact on the shapes world's language; the grammar helpers are in
+`grammar.py`.
 """
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Sequence
 
-from .questions import (
-    BE_FORMS,
-    DETERMINERS,
-    FUNCTION_WORDS,
-    MODALS,
-    PLURAL_DETS,
-    SINGULAR_DETS,
-    SUBJECT_PRONOUNS,
-    Tok,
-    _is_rules,
-    _noun_like,
-    _NUMBER,
-    _resolve_backend,
-    derive_seed,
-    find_predicate,
-    lexicon,
-    nlp,
-    parse_list,
-    render,
-    tokens_of,
-)
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .backends.base import Backend
-    from .config import ClaimsConfig
-
-__all__ = [
-    "ClaimResult",
-    "LLAMA3_SPLIT_PROMPT",
-    "PROJECT_SPLIT_PROMPT",
-    "chunk_answer",
-    "nlp",
-    "split_claims",
-    "split_claims_llm",
-    "split_claims_rules",
-    "split_prompt_llama3",
-    "split_prompt_project",
-]
-
-
-@dataclass
-class ClaimResult:
-    """One answer's claims.
-
-    failure is None when the claims are complete (possibly none: an answer that states
-    nothing); otherwise why no claims could be extracted (claims is then []). raw holds every
-    model reply, retries included ([] for the rule-based splitter).
-    """
-
-    claims: list[str]
-    failure: str | None = None
-    raw: list[str] = field(default_factory=list)
-
+from .grammar import (BE_FORMS, DETERMINERS, FUNCTION_WORDS, MODALS, NUMBER, PLURAL_DETS, SINGULAR_DETS,
+                      SUBJECT_PRONOUNS, Tok, find_predicate, lexicon, nlp, noun_like, render, tokens_of)
 
 # --------------------------------------------------------------------------------------------
 # rule-based splitter
@@ -144,8 +82,8 @@ def _trim(toks: list[Tok]) -> list[Tok]:
 
 def _subject_like(tok: Tok) -> bool:
     low = tok.lower
-    return low in DETERMINERS or low in SUBJECT_PRONOUNS or low == "there" or bool(_NUMBER.match(low)) \
-        or _noun_like(tok, 1)
+    return low in DETERMINERS or low in SUBJECT_PRONOUNS or low == "there" or bool(NUMBER.match(low)) \
+        or noun_like(tok, 1)
 
 
 def _clauses(toks: list[Tok]) -> list[list[Tok]]:
@@ -194,7 +132,7 @@ def _np_number(conj: Sequence[Tok]) -> str | None:
         return "pl"
     if low[0] in SINGULAR_DETS or low[0] == "1":
         return "sg"
-    if low[0] in PLURAL_DETS or (_NUMBER.match(low[0]) and low[0] not in ("0", "1")):
+    if low[0] in PLURAL_DETS or (NUMBER.match(low[0]) and low[0] not in ("0", "1")):
         return "pl"
     head = len(low) - 1
     for k in range(1, len(low)):
@@ -207,7 +145,7 @@ def _np_number(conj: Sequence[Tok]) -> str | None:
 
 def _starts_np(conj: Sequence[Tok]) -> bool:
     low = conj[0].lower
-    return low in DETERMINERS or bool(_NUMBER.match(low)) or low.endswith("'s")
+    return low in DETERMINERS or bool(NUMBER.match(low)) or low.endswith("'s")
 
 
 def _conjuncts(np: list[Tok]) -> list[list[Tok]]:
@@ -354,7 +292,7 @@ def _clause_claims(toks: list[Tok]) -> list[str]:
     if low[0] in _NOTHING:
         return []
     if find_predicate(toks) is None and (low[0] in (SINGULAR_DETS | PLURAL_DETS | {"some"})
-                                         or _NUMBER.match(low[0])) and low[0] not in ("this", "that",
+                                         or NUMBER.match(low[0])) and low[0] not in ("this", "that",
                                                                                       "these", "those"):
         # a verbless noun-phrase list ("A cat, a dog and a bird.") is existential
         there = "there" if toks[0].text.islower() else "There"
@@ -393,154 +331,3 @@ def split_claims_rules(answer: str) -> list[str]:
                 if _has_content(claim):
                     claims.append(claim[:1].upper() + claim[1:] if natural else claim)
     return claims
-
-
-# --------------------------------------------------------------------------------------------
-# LLM splitter
-# --------------------------------------------------------------------------------------------
-
-PROJECT_SPLIT_PROMPT = """\
-Extract the facts that the answer below states about an image, so that each fact can be \
-checked against the image on its own.
-
-Rules:
-- Write one fact per line, each line starting with "- ".
-- Each fact is one short, self-contained sentence about one thing: an object, an attribute \
-(colour, size, material, number), a position, a relation, an action, or text in the image.
-- Name things explicitly: replace pronouns ("it", "they", "she") by what they refer to.
-- Keep negations as stated ("There is no dog in the image.").
-- Use only what the answer states: add nothing, infer nothing, correct nothing.
-- Use the question only to complete short answers: for "Is there a dog?", the answer "Yes." \
-gives "- There is a dog.".
-- Leave out opinions, feelings, guesses about things outside the image, and remarks about the \
-answer itself.
-- If the answer states no fact about the image, reply with the single line: - NONE
-
-Question: {question}
-Answer{part}: {answer}
-
-Facts:"""
-
-# The released RLAIF-V Llama-3-8B split model's prompt, verbatim (utils/llama3_8b_inference.py
-# wrap_prompt_divide_to_list); the original then truncated it to 300 words (we chunk instead).
-LLAMA3_SPLIT_PROMPT = (
-    "You are an expert in extracting facts from the given question-answer pair for an image. Your "
-    "task is to extract and rewrite the facts mentioned in the question-answer pair into "
-    "self-contained sentences. Exclude opinions or subjective statements.\n\nYou should present "
-    "your result in the following format:\n### Facts:\n- {Extracted fact 1}\n- {Extracted fact 2}\n"
-    "- ...\n\n### Question-answer pair:\nQuestion: "
-)
-
-
-def split_prompt_llama3(question: str, answer: str) -> str:
-    return LLAMA3_SPLIT_PROMPT + question + "\nAnswer: " + answer
-
-
-def split_prompt_project(question: str, answer: str, part: int = 1, parts: int = 1) -> str:
-    label = f" (part {part} of {parts}; extract the facts of this part only)" if parts > 1 else ""
-    return PROJECT_SPLIT_PROMPT.format(question=question, answer=answer, part=label)
-
-
-def chunk_answer(answer: str, chunk_words: int) -> list[str]:
-    """Sentence-aligned chunks of at most chunk_words whitespace-separated words each (a longer
-    sentence is cut at word boundaries). Every word of the answer is in exactly one chunk."""
-    words = answer.split()
-    if chunk_words <= 0 or len(words) <= chunk_words:
-        return [answer]
-    sentences = [s.text.strip() for s in nlp()(answer).sents if s.text.strip()]
-    pieces: list[str] = []
-    for sentence in sentences:
-        sw = sentence.split()
-        if len(sw) <= chunk_words:
-            pieces.append(sentence)
-        else:
-            pieces.extend(" ".join(sw[k:k + chunk_words]) for k in range(0, len(sw), chunk_words))
-    chunks: list[str] = []
-    current: list[str] = []
-    count = 0
-    for piece in pieces:
-        n = len(piece.split())
-        if current and count + n > chunk_words:
-            chunks.append(" ".join(current))
-            current, count = [], 0
-        current.append(piece)
-        count += n
-    if current:
-        chunks.append(" ".join(current))
-    return chunks
-
-
-_NONE_REPLY = re.compile(r"^\W*(none|no facts?)\W*$", re.IGNORECASE)
-
-
-def _parse_facts(text: str, preset: str) -> tuple[list[str], bool]:
-    """(facts, explicitly_none). The preset parses like the original `get_facts` (every
-    non-empty, non-### line) but strips a list marker only where there is one."""
-    if preset == "rlaifv-llama3":
-        facts, _ = parse_list(text, require_marker=False)
-        return facts, False
-    facts, _ = parse_list(text, require_marker=True)
-    if len(facts) == 1 and _NONE_REPLY.match(facts[0]):
-        return [], True
-    if not facts and _NONE_REPLY.match(text.strip() or "x"):
-        return [], True
-    facts = [f for f in facts if not _NONE_REPLY.match(f)]
-    return facts, False
-
-
-def split_claims_llm(backend: "Backend", question: str, answer: str, config: "ClaimsConfig | None" = None,
-                     *, seed: int = 0) -> ClaimResult:
-    """Claims of one answer by an LLM (config.preset picks the prompt). Never raises on a bad
-    reply: an unparsable chunk is retried once with another seed, then the whole answer is a
-    failure (claims=[], the reason, all raw replies). Backend errors propagate."""
-    from .config import ClaimsConfig
-
-    config = config or ClaimsConfig()
-    if not answer or not answer.strip():
-        return ClaimResult([], None, [])
-    preset = config.preset
-    chunks = chunk_answer(answer, config.chunk_words)
-    claims: list[str] = []
-    raw: list[str] = []
-    for k, chunk in enumerate(chunks):
-        if preset == "rlaifv-llama3":
-            content = split_prompt_llama3(question, chunk)
-        else:
-            content = split_prompt_project(question, chunk, k + 1, len(chunks))
-        for attempt in range(2):
-            reply = backend.chat([{"role": "user", "content": content}], temperature=config.temperature,
-                                 top_p=config.top_p, max_new_tokens=config.max_new_tokens,
-                                 seed=derive_seed(seed, "split", preset, question, answer, k, attempt))
-            raw.append(reply.text)
-            facts, explicitly_none = _parse_facts(reply.text, preset)
-            if facts or explicitly_none:
-                claims.extend(facts)
-                break
-        else:
-            where = f"chunk {k + 1}/{len(chunks)}: " if len(chunks) > 1 else ""
-            return ClaimResult([], f"{where}no list items in the reply after 2 attempts", raw)
-    return ClaimResult(claims, None, raw)
-
-
-def split_claims(answers: Sequence[tuple[str, str]], splitter_spec_or_backend: Any,
-                 config: "ClaimsConfig | None" = None, *, seed: int = 0) -> list[ClaimResult]:
-    """Claims for many (question, answer) pairs, in order.
-
-    splitter_spec_or_backend: "rules" / None / a ModelSpec with backend="rules" → the rule-based
-    splitter (the question is unused); a Backend → LLM splitting with config.preset; another
-    ModelSpec (hf/openai) → loaded with backends.load_backend and closed afterwards.
-    """
-    if _is_rules(splitter_spec_or_backend):
-        results = []
-        for _question, answer in answers:
-            try:
-                results.append(ClaimResult(split_claims_rules(answer), None, []))
-            except Exception as exc:  # one odd answer must not sink a stage; it is recorded
-                results.append(ClaimResult([], f"rule splitter error: {exc!r}", []))
-        return results
-    backend, owned = _resolve_backend(splitter_spec_or_backend)
-    try:
-        return [split_claims_llm(backend, q, a, config, seed=seed) for q, a in answers]
-    finally:
-        if owned:
-            backend.close()
