@@ -1,6 +1,6 @@
 """Serve the deployments of deployments/prefect.yaml from this one process: no work pool, no worker.
 
-    python deployments/serve.py                 # iterate/shapes, generate/shapes, train-dpo/shapes, evaluate/shapes
+    python deployments/serve.py                 # iterate-shapes, generate-shapes, train-dpo-shapes, evaluate-shapes
     python deployments/serve.py --limit 2       # at most two flow runs at once (default 1)
 
 Needs a Prefect API (`PREFECT_API_URL`, e.g. a `prefect server start`). The deployments are those of

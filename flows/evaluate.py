@@ -13,35 +13,41 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from prefect import flow
-from prefect.artifacts import create_table_artifact
+from prefect import flow, tags
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from flows.names import named, prefixed_run_name, run_tags  # noqa: E402
 from flows.runner import gpu_guarded  # noqa: E402
 from rlaifv_core.config import RunConfig  # noqa: E402
 from rlaifv_core.models import model_fingerprint  # noqa: E402
-from tasks.common import artifact_key, result_storage_for, retry_options, store_of  # noqa: E402
+from tasks.common import artifact_key, result_storage_for, retry_options, store_of, table_artifact  # noqa: E402
 from tasks.evaluate import evaluate_model  # noqa: E402
 
 
-@flow(name="evaluate", log_prints=True)
+@flow(name="evaluate", flow_run_name=prefixed_run_name("evaluate"), log_prints=True)
 def evaluate(config: RunConfig = RunConfig(), models: list[str] | None = None) -> list[dict]:
     """Evaluate each model (hub id, folder or shapes:policy; default: the configured policy)."""
+    with tags(*run_tags(config)):
+        return _evaluate(config, models)
+
+
+def _evaluate(config: RunConfig, models: list[str] | None) -> list[dict]:
     run_store = store_of(config.store)
-    task = gpu_guarded(evaluate_model.with_options(result_storage=result_storage_for(config.store),
-                                                   **retry_options(config.iteration)), config.scale)
+    task = evaluate_model.with_options(result_storage=result_storage_for(config.store),
+                                       **retry_options(config.iteration))
     rows = []
     for name in models or [config.models.policy.name_or_path]:
         spec = config.models.policy.model_copy(update={"name_or_path": name})
         fingerprint = model_fingerprint(spec)
         for bench in config.eval.benchmarks:
-            ref = task(spec, None, fingerprint, bench, config.eval, config.models.eval_judge, config.store,
+            label = name.rstrip("/").rsplit("/", 1)[-1]
+            ref = gpu_guarded(named(task, f"evaluate-{label}-{bench}"), config.scale)(spec, None, fingerprint, bench, config.eval, config.models.eval_judge, config.store,
                        f"eval/{fingerprint[:12]}/{bench}.json")
             record = run_store.read_json(ref)
             rows.append({"model": name, "benchmark": bench, "n": record["n"],
                          **{k: round(v, 4) for k, v in record["metrics"].items()}, "record": ref.uri})
-    create_table_artifact(key=artifact_key(config.store.run_name, "evaluation"), table=rows, description="evaluation")
+    table_artifact(artifact_key(config.store.run_name, "evaluation"), rows, "evaluation")
     return rows
 
 

@@ -14,11 +14,12 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from prefect import flow
+from prefect import flow, tags
 from pydantic import BaseModel
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `python flows/generate.py` from a checkout
 
+from flows.names import named, run_tags  # noqa: E402
 from flows.runner import gpu_guarded, shard_runner  # noqa: E402
 from rlaifv_core.config import RunConfig  # noqa: E402
 from rlaifv_core.models import model_fingerprint  # noqa: E402
@@ -45,44 +46,53 @@ def shards(total: int, size: int) -> list[tuple[int, int]]:
     return [(start, min(start + size, total)) for start in range(0, total, max(size, 1))] or [(0, 0)]
 
 
-@flow(name="generate", log_prints=True)
+@flow(name="generate", flow_run_name="generate-iter-{iteration}", log_prints=True)
 def generate(config: RunConfig = RunConfig(), iteration: int = 1, policy_checkpoint: ArtifactRef | None = None) -> GenerateResult:
     """Feedback data for one iteration with the given policy (default: the configured policy)."""
+    with tags(*run_tags(config, iteration)):
+        return _generate(config, iteration, policy_checkpoint)
+
+
+def _generate(config: RunConfig, iteration: int, policy_checkpoint: ArtifactRef | None) -> GenerateResult:
     folder = f"iter-{iteration}"
+    it = f"iter-{iteration}"
     storage = {"result_storage": result_storage_for(config.store)}
     retry = retry_options(config.iteration)  # the model-running stages
-    prompts_ref, prompt_counts = make_prompts.with_options(**storage)(config.prompts, iteration, config.iteration.seed,
-                                                                      config.store)
+    prompts_ref, prompt_counts = named(make_prompts.with_options(**storage), f"prompts-{it}")(
+        config.prompts, iteration, config.iteration.seed, config.store)
     policy_fp = checkpoint_fingerprint(config.models.policy, policy_checkpoint)
     labeler_fp = model_fingerprint(config.models.labeler)
     parts = shards(prompts_ref.rows or 0, config.sampling.shard_size)
 
     scale = config.scale
     with shard_runner(scale) as run_shards:  # threads here, or a Dask/Ray cluster (config.scale)
-        sampler = gpu_guarded(sample_shard.with_options(**storage, **retry), scale)
-        sampled = run_shards(sampler, [
-            dict(prompts_ref=prompts_ref, shard=part, policy=config.models.policy, policy_checkpoint=policy_checkpoint,
-                 policy_fingerprint=policy_fp, sampling=config.sampling, store=config.store,
-                 out_path=f"{folder}/shards/candidates-{i:04d}.parquet")
+        sampler = sample_shard.with_options(**storage, **retry)
+        sampled = run_shards([
+            (gpu_guarded(named(sampler, f"sample-{it}-shard-{i}"), scale),
+             dict(prompts_ref=prompts_ref, shard=part, policy=config.models.policy, policy_checkpoint=policy_checkpoint,
+                  policy_fingerprint=policy_fp, sampling=config.sampling, store=config.store,
+                  out_path=f"{folder}/shards/candidates-{i:04d}.parquet"))
             for i, part in enumerate(parts)])
-        candidates_ref = merge_tables.with_options(**storage)(sampled, "candidates", config.store,
-                                                              f"{folder}/candidates.parquet")
+        candidates_ref = named(merge_tables.with_options(**storage), f"merge-candidates-{it}")(
+            sampled, "candidates", config.store, f"{folder}/candidates.parquet")
 
-        claims_ref, claim_counts = gpu_guarded(split_and_rewrite.with_options(**storage, **retry), scale)(
+        claims_ref, claim_counts = gpu_guarded(named(split_and_rewrite.with_options(**storage, **retry),
+                                                     f"claims-{it}"), scale)(
             candidates_ref, prompts_ref, config.models, config.claims,
             model_fingerprint(config.models.splitter), model_fingerprint(config.models.rewriter),
             config.iteration.seed * 1000 + iteration, config.store, f"{folder}/claims.parquet")
 
-        judge = gpu_guarded(judge_shard.with_options(**storage, **retry), scale)
-        judged = run_shards(judge, [
-            dict(prompts_ref=prompts_ref, claims_ref=claims_ref, shard=part, labeler=config.models.labeler,
-                 labeler_fingerprint=labeler_fp, judge=config.judge, store=config.store,
-                 out_path=f"{folder}/shards/verdicts-{i:04d}.parquet")
+        judge = judge_shard.with_options(**storage, **retry)
+        judged = run_shards([
+            (gpu_guarded(named(judge, f"judge-{it}-shard-{i}"), scale),
+             dict(prompts_ref=prompts_ref, claims_ref=claims_ref, shard=part, labeler=config.models.labeler,
+                  labeler_fingerprint=labeler_fp, judge=config.judge, store=config.store,
+                  out_path=f"{folder}/shards/verdicts-{i:04d}.parquet"))
             for i, part in enumerate(parts)])
-        verdicts_ref = merge_tables.with_options(**storage)(judged, "verdicts", config.store,
-                                                            f"{folder}/verdicts.parquet")
+        verdicts_ref = named(merge_tables.with_options(**storage), f"merge-verdicts-{it}")(
+            judged, "verdicts", config.store, f"{folder}/verdicts.parquet")
 
-    pairs_ref, pair_counts = assemble_pairs.with_options(**storage)(
+    pairs_ref, pair_counts = named(assemble_pairs.with_options(**storage), f"pairs-{it}")(
         prompts_ref, candidates_ref, claims_ref, verdicts_ref, config.pairs, policy_fp, labeler_fp, config.store,
         f"{folder}/pairs.parquet")
     counts = {"prompts": prompt_counts, "claims": claim_counts, "pairs": pair_counts}

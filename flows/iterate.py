@@ -16,19 +16,21 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from prefect import flow
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect import flow, tags
+from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from flows.generate import GenerateResult, generate  # noqa: E402
+from flows.names import named, run_name_of_config, run_tags, tag_this_run  # noqa: E402
 from flows.runner import gpu_guarded  # noqa: E402
 from rlaifv_core.config import RunConfig, load_config  # noqa: E402
 from rlaifv_core.selection import metric_value, select_checkpoint  # noqa: E402
 from rlaifv_core.store import ArtifactRef  # noqa: E402
 from rlaifv_core.summary import summary_plot, summary_table_markdown  # noqa: E402
-from tasks.common import artifact_key, checkpoint_fingerprint, result_storage_for, retry_options, store_of  # noqa: E402
+from tasks.common import (artifact_key, checkpoint_fingerprint, result_storage_for, retry_options,  # noqa: E402
+                          store_of, table_artifact)
 from tasks.evaluate import evaluate_model  # noqa: E402
 from tasks.train_dpo import reference_logps, train_dpo  # noqa: E402
 
@@ -51,17 +53,18 @@ def _flat(record: dict) -> dict[str, float]:
     return {f"{record['benchmark']}.{k}": v for k, v in record["metrics"].items()}
 
 
-@flow(name="evaluate-checkpoints", log_prints=True)
+@flow(name="evaluate-checkpoints", flow_run_name="evaluate-iter-{iteration}", log_prints=True)
 def evaluate_checkpoints(config: RunConfig, iteration: int, candidates: dict[str, ArtifactRef | None]) -> dict[str, dict]:
     """Every candidate (name → checkpoint, None = the configured policy) on every benchmark."""
     run_store = store_of(config.store)
-    task = gpu_guarded(evaluate_model.with_options(result_storage=result_storage_for(config.store),
-                                                   **retry_options(config.iteration)), config.scale)
+    task = evaluate_model.with_options(result_storage=result_storage_for(config.store),
+                                       **retry_options(config.iteration))
     futures = {}
     for name, checkpoint in candidates.items():
         fingerprint = checkpoint_fingerprint(config.models.policy, checkpoint)
         for bench in config.eval.benchmarks:
-            futures[(name, bench)] = task.submit(config.models.policy, checkpoint, fingerprint, bench, config.eval,
+            run = gpu_guarded(named(task, f"evaluate-iter-{iteration}-{name}-{bench}"), config.scale)
+            futures[(name, bench)] = run.submit(config.models.policy, checkpoint, fingerprint, bench, config.eval,
                                                  config.models.eval_judge, config.store,
                                                  f"iter-{iteration}/eval/{name}/{bench}.json")
     scores: dict[str, dict] = {name: {} for name in candidates}
@@ -70,19 +73,21 @@ def evaluate_checkpoints(config: RunConfig, iteration: int, candidates: dict[str
     return scores
 
 
-@flow(name="train", log_prints=True)
+@flow(name="train", flow_run_name="train-iter-{iteration}", log_prints=True)
 def train_iteration(config: RunConfig, iteration: int, pairs: ArtifactRef, policy: ArtifactRef | None):
     """Reference log-probs with the current policy (it is also the reference), then DPO."""
     storage = result_storage_for(config.store)
     retry = retry_options(config.iteration)
     policy_fp = checkpoint_fingerprint(config.models.policy, policy)
-    ref = gpu_guarded(reference_logps.with_options(result_storage=storage, **retry), config.scale)(
+    ref = gpu_guarded(named(reference_logps.with_options(result_storage=storage, **retry),
+                            f"reference-logps-iter-{iteration}"), config.scale)(
         pairs, config.models.policy, policy, policy_fp, config.dpo, config.store, f"iter-{iteration}/ref_logps.parquet")
-    return gpu_guarded(train_dpo.with_options(result_storage=storage, **retry), config.scale)(
+    return gpu_guarded(named(train_dpo.with_options(result_storage=storage, **retry), f"train-dpo-iter-{iteration}"),
+                       config.scale)(
         pairs, ref, config.models.policy, policy, policy_fp, config.dpo, config.store, f"iter-{iteration}")
 
 
-@flow(name="iteration", log_prints=True)
+@flow(name="iteration", flow_run_name="iteration-{iteration}", log_prints=True)
 def run_iteration(config: RunConfig, iteration: int, policy: ArtifactRef | None, start_scores: dict[str, float],
                   baseline_recall: float) -> IterationResult:
     data: GenerateResult = generate(config, iteration=iteration, policy_checkpoint=policy)
@@ -100,17 +105,25 @@ def run_iteration(config: RunConfig, iteration: int, policy: ArtifactRef | None,
                            dpo_metrics=trained.metrics, scores=scores)
 
 
-@flow(name="iterate", log_prints=True)
+@flow(name="iterate", flow_run_name=run_name_of_config, log_prints=True)
 def iterate(config: RunConfig = DEFAULT_CONFIG) -> dict:
     """RLAIF-V: `config.iteration.iterations` rounds of feedback → DPO → evaluation → selection."""
+    tag_this_run(*run_tags(config))
+    with tags(*run_tags(config)):
+        return _iterate(config)
+
+
+def _iterate(config: RunConfig) -> dict:
     run_store = store_of(config.store)
     run_store.write_json("config.json", config.model_dump(mode="json"), schema="config")
-    start = evaluate_checkpoints(config, 0, {"start": None})["start"]
+    with tags(*run_tags(config, 0)):
+        start = evaluate_checkpoints(config, 0, {"start": None})["start"]
     baseline_recall = metric_value(start, config.selection.tie_breaker)
     rows = [{"iteration": 0, "selected": "start", "pairs": 0, "metrics": start}]
     policy: ArtifactRef | None = None
     for iteration in range(1, config.iteration.iterations + 1):
-        result = run_iteration(config, iteration, policy, start, baseline_recall)
+        with tags(*run_tags(config, iteration)):
+            result = run_iteration(config, iteration, policy, start, baseline_recall)
         policy, start = result.policy, result.metrics
         rows.append({"iteration": iteration, "selected": result.selected, "pairs": result.pairs,
                      "metrics": result.metrics, "pair_counts": result.pair_counts, "counts": result.counts,
@@ -119,26 +132,86 @@ def iterate(config: RunConfig = DEFAULT_CONFIG) -> dict:
     return write_summary(config, rows)
 
 
+SUMMARY_METRICS = ("chair_i", "chair_s", "recall", "mentions_per_answer", "hallucinated_per_answer",
+                   "correct_per_answer", "chair_s_refine", "score", "hallucination_rate")
+DPO_METRICS = ("rewards/accuracies", "rewards/margins", "loss")
+
+
+def iterations_table(rows: list[dict], metric_names: list[str]) -> list[dict]:
+    """The iterations table artifact's rows: selection, pairs, metrics, DPO metrics and skip counts
+    (every row gets every column: iteration 0 trained nothing, its DPO and skip cells are empty)."""
+    return [{"iteration": r["iteration"], "selected": r["selected"], "pairs": r["pairs"],
+             **{k: round(v, 4) for k, v in r["metrics"].items() if k in metric_names},
+             **{f"dpo.{k}": round(v, 4) for k, v in (r.get("dpo") or {}).items() if k in DPO_METRICS},
+             **{f"skipped.{k.split('_', 1)[1]}": v for k, v in (r.get("pair_counts") or {}).items()
+                if k.startswith(("dropped_", "skipped_"))}}
+            for r in rows]
+
+
+def _change(name: str, first: float, last: float) -> str:
+    if name.split(".", 1)[-1] in ("recall", "cover"):
+        return f"{first:.3f} → {last:.3f} ({100 * (last - first):+.1f} points)"
+    relative = f", {100 * (last - first) / first:+.0f} %" if first else ""
+    return f"{first:.3f} → {last:.3f}{relative}"
+
+
+def summary_words(config: RunConfig, rows: list[dict]) -> str:
+    """The result in one paragraph: what the selection metric and its guard did, and what was kept."""
+    selection = config.selection
+    first, last = rows[0]["metrics"], rows[-1]["metrics"]
+    done = len(rows) - 1
+    kept = [r for r in rows[1:] if r["selected"] != "start"]
+    parts = []
+    for name in (selection.metric, selection.tie_breaker):
+        try:
+            key = next(k for k in last if k == name or k.split(".", 1)[-1] == name)
+            parts.append(f"{key} {_change(key, metric_value(first, key), metric_value(last, key))}")
+        except (StopIteration, KeyError):
+            continue
+    final = (f"the final policy is iteration {kept[-1]['iteration']}'s {kept[-1]['selected']}" if kept
+             else "no checkpoint beat the starting policy, which stays the final policy")
+    return (f"After {done} iteration{'s' if done != 1 else ''} of RLAIF-V (feedback → DPO → evaluation → selection): "
+            + ("; ".join(parts) or "no metrics") + f". {final.capitalize()}; "
+            f"{sum(r['pairs'] for r in rows)} preference pairs in all.")
+
+
+def summary_markdown(config: RunConfig, rows: list[dict], metric_names: list[str], png: bytes,
+                     links: dict[str, str | None]) -> str:
+    """The run summary artifact: the result in words, the table, the plot (inline PNG, which the
+    Prefect UI renders: its markdown sanitizer lets `data:image/` sources through) and where things are."""
+    import base64
+
+    recipe = (f"{config.iteration.iterations} iterations × {config.prompts.per_iteration} prompts "
+              f"({config.prompts.source}), {config.sampling.n} samples per prompt, pairs: {config.pairs.builder}, "
+              f"DPO β {config.dpo.beta} lr {config.dpo.learning_rate:g} for {config.dpo.epochs:g} epoch(s); "
+              f"selection: lowest {config.selection.metric} with {config.selection.tie_breaker} at most "
+              f"{config.selection.max_recall_drop:g} below the start")
+    lines = [f"# RLAIF-V run {config.store.run_name}", "", summary_words(config, rows), "",
+             summary_table_markdown(rows, metric_names), "",
+             f"![hallucination and recall per iteration](data:image/png;base64,{base64.b64encode(png).decode()})", "",
+             "**Where the results are**", ""]
+    lines += [f"- {label}: `{uri}`" if uri else f"- {label}: none" for label, uri in links.items()]
+    lines += ["", f"**Config**: {recipe}."]
+    return "\n".join(lines)
+
+
 def write_summary(config: RunConfig, rows: list[dict]) -> dict:
     run_store = store_of(config.store)
     summary = {"run": config.store.run_name, "iterations": rows, "final_policy": rows[-1].get("policy")}
     json_ref = run_store.write_json("summary.json", summary, schema="summary")
-    png_ref = run_store.write_bytes("summary.png", summary_plot(rows, f"RLAIF-V: {config.store.run_name}"), schema="png")
-    metric_names = [m for m in rows[0]["metrics"] if m.split(".", 1)[-1] in
-                    ("chair_i", "chair_s", "recall", "mentions_per_answer", "hallucinated_per_answer", "correct_per_answer",
-                     "chair_s_refine", "score", "hallucination_rate")]
-    table = [{"iteration": r["iteration"], "selected": r["selected"], "pairs": r["pairs"],
-              **{k: round(v, 4) for k, v in r["metrics"].items() if k in metric_names},
-              **{f"dpo.{k}": round(v, 4) for k, v in (r.get("dpo") or {}).items()
-                 if k in ("rewards/accuracies", "rewards/margins", "loss")},
-              **{f"skipped.{k}": v for k, v in (r.get("pair_counts") or {}).items() if k.startswith("dropped")}}
-             for r in rows]
-    create_table_artifact(key=artifact_key(config.store.run_name, "iterations"), table=table,
-                          description="one row per iteration (0 = the starting policy)")
-    markdown = summary_table_markdown(rows, metric_names)
-    create_markdown_artifact(key=artifact_key(config.store.run_name, "summary"), markdown=markdown,
+    png = summary_plot(rows, f"RLAIF-V: {config.store.run_name}")
+    png_ref = run_store.write_bytes("summary.png", png, schema="png")
+    metric_names = [m for m in rows[0]["metrics"] if m.split(".", 1)[-1] in SUMMARY_METRICS]
+    table_artifact(artifact_key(config.store.run_name, "iterations"), iterations_table(rows, metric_names),
+                   "one row per iteration (0 = the starting policy)")
+    links = {"summary (JSON)": json_ref.uri, "plot (PNG)": png_ref.uri,
+             "final checkpoint": summary["final_policy"] or f"the starting policy ({config.models.policy.name_or_path})",
+             "config": run_store.uri("config.json")}
+    create_markdown_artifact(key=artifact_key(config.store.run_name, "summary"),
+                             markdown=summary_markdown(config, rows, metric_names, png, links),
                              description="RLAIF-V run summary")
-    print(markdown)
+    print(summary_words(config, rows))
+    print(summary_table_markdown(rows, metric_names))
     print(f"summary: {json_ref.uri}\nplot:    {png_ref.uri}")
     return summary
 

@@ -1,7 +1,7 @@
 """Where the sharded stages run, and which tasks wait for a GPU slot (`config.scale`).
 
     with shard_runner(config.scale) as run:                       # thread | dask | ray
-        refs = run(sampler, [{"prompts_ref": p, "shard": (0, 256), ...}, ...])   # results, shard order
+        refs = run([(sampler_0, {"prompts_ref": p, "shard": (0, 256), ...}), ...])   # results, shard order
     trainer = gpu_guarded(train_dpo, config.scale)                # holds `concurrency("gpu")` while it runs
 
 - thread (default): the shards go to the flow's own thread task runner (`task.submit`), nothing starts.
@@ -26,7 +26,7 @@ from prefect import Task
 
 from rlaifv_core.config import ScaleConfig
 
-ShardRun = Callable[[Task, list[dict[str, Any]]], list[Any]]
+ShardRun = Callable[[list[tuple[Task, dict[str, Any]]]], list[Any]]
 
 
 def task_runner_for(scale: ScaleConfig):
@@ -60,21 +60,22 @@ def _ray_options(scale: ScaleConfig):
 
 @contextlib.contextmanager
 def shard_runner(scale: ScaleConfig) -> Iterator[ShardRun]:
-    """`run(task, [kwargs, ...])` → the task's results in order, computed on the configured runner.
+    """`run([(task, kwargs), ...])` → the tasks' results in order, computed on the configured runner
+    (one task per shard, so each shard's task run can carry its own name).
 
     Must be used inside a flow run: the task runs report to it like `task.submit` does."""
     if scale.task_runner == "thread":
-        def run_here(task: Task, calls: list[dict[str, Any]]) -> list[Any]:
-            futures = [task.submit(**call) for call in calls]
+        def run_here(calls: list[tuple[Task, dict[str, Any]]]) -> list[Any]:
+            futures = [task.submit(**call) for task, call in calls]
             return [future.result() for future in futures]
 
         yield run_here
         return
 
     with task_runner_for(scale) as runner:
-        def run_there(task: Task, calls: list[dict[str, Any]]) -> list[Any]:
+        def run_there(calls: list[tuple[Task, dict[str, Any]]]) -> list[Any]:
             futures = []
-            for call in calls:
+            for task, call in calls:
                 with _ray_options(scale):
                     futures.append(runner.submit(task, parameters=call))
             return [future.result() for future in futures]

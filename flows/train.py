@@ -18,10 +18,11 @@ import hashlib
 import sys
 from pathlib import Path
 
-from prefect import flow, task
+from prefect import flow, tags, task
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `python flows/train.py` from a checkout
 
+from flows.names import named, prefixed_run_name, run_tags  # noqa: E402
 from flows.runner import gpu_guarded  # noqa: E402
 from rlaifv_core.config import RunConfig, StoreConfig  # noqa: E402
 from rlaifv_core.models import model_fingerprint  # noqa: E402
@@ -68,23 +69,32 @@ def import_pairs(source: str, fingerprint: str, split: str, limit: int | None, d
     return store_of(store).write_table(out_path, frame, schema="pairs")
 
 
-@flow(name="train-dpo", log_prints=True)
+@flow(name="train-dpo", flow_run_name=prefixed_run_name("train-dpo"), log_prints=True)
 def train(config: RunConfig, pairs: str, model: str | None = None, iteration: int = 1, reference: str | None = None,
           limit: int | None = None, split: str = "train", data_root: str | None = None) -> TrainDPOResult:
     """Import pairs, reference log-probs (once), DPO with checkpoints every 1/k epoch."""
+    with tags(*run_tags(config, iteration)):
+        return _train(config, pairs, model, iteration, reference, limit, split, data_root)
+
+
+def _train(config: RunConfig, pairs: str, model: str | None, iteration: int, reference: str | None,
+           limit: int | None, split: str, data_root: str | None) -> TrainDPOResult:
     storage = result_storage_for(config.store)
     retry = retry_options(config.iteration)
     policy = config.models.policy if model is None else config.models.policy.model_copy(update={"name_or_path": model})
     ref_spec = policy if reference is None else policy.model_copy(update={"name_or_path": reference})
     folder = f"iter-{iteration}"
-    pairs_ref = import_pairs.with_options(result_storage=storage)(
+    it = f"iter-{iteration}"
+    pairs_ref = named(import_pairs.with_options(result_storage=storage), f"import-pairs-{it}")(
         pairs, source_fingerprint(pairs, split, limit), split, limit, data_root, config.store,
         f"{folder}/pairs.parquet")
     policy_fp = model_fingerprint(policy)
     ref_fp = model_fingerprint(ref_spec)
-    ref_ref = gpu_guarded(reference_logps.with_options(result_storage=storage, **retry), config.scale)(
+    ref_ref = gpu_guarded(named(reference_logps.with_options(result_storage=storage, **retry),
+                                f"reference-logps-{it}"), config.scale)(
         pairs_ref, ref_spec, None, ref_fp, config.dpo, config.store, f"{folder}/ref_logps.parquet")
-    result = gpu_guarded(train_dpo.with_options(result_storage=storage, **retry), config.scale)(
+    result = gpu_guarded(named(train_dpo.with_options(result_storage=storage, **retry), f"train-dpo-{it}"),
+                         config.scale)(
         pairs_ref, ref_ref, policy, None, _combined(policy_fp, ref_fp), config.dpo, config.store, folder)
     for checkpoint in result.checkpoints:
         print(f"step {checkpoint.step:>6} epoch {checkpoint.epoch or 0:6.2f}  {checkpoint.ref.uri}")

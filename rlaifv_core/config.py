@@ -21,6 +21,24 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 
+# Choices the run form offers (and a config file is checked against at load).
+LRScheduler = Literal["linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
+                      "inverse_sqrt", "reduce_lr_on_plateau", "cosine_with_min_lr", "warmup_stable_decay"]
+LossType = Literal["sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot",
+                   "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm"]
+# Lower-is-better hallucination metrics and higher-is-better coverage metrics of the built-in benchmarks, bare
+# (found in exactly one benchmark of the run) or as benchmark.metric.
+HallucinationMetric = Literal["chair_s", "chair_i", "chair_s_refine", "hallucination_rate", "chair", "hal",
+                              "shapes.chair_s", "shapes.chair_i", "object_halbench.chair_s", "object_halbench.chair_i",
+                              "object_halbench.chair_s_refine", "mmhal.hallucination_rate", "amber.chair", "amber.hal"]
+CoverageMetric = Literal["recall", "cover", "shapes.recall", "object_halbench.recall", "amber.cover"]
+
+
+def _section(title: str) -> ConfigDict:
+    """A section's settings; `title` is what the Prefect run form shows above it."""
+    return ConfigDict(extra="forbid", validate_assignment=True, title=title)
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
@@ -33,6 +51,8 @@ class _Section(BaseModel):
 class ModelSpec(_Section):
     """Where a model role comes from and which backend serves it."""
 
+    model_config = _section("Model")
+
     backend: Literal["hf", "openai", "rules", "oracle"] = Field(
         "hf",
         description="hf: in-process transformers; openai: any OpenAI-compatible server; "
@@ -41,7 +61,7 @@ class ModelSpec(_Section):
     )
     name_or_path: str = Field(
         "shapes:policy",
-        description="Hub id, local folder, or `shapes:policy` / `shapes:labeler` for the "
+        description="Hub id, local folder, or shapes:policy / shapes:labeler for the "
         "bootstrapped shapes-world models (built on first use). For backend=openai: the "
         "model name sent to the server.",
     )
@@ -61,43 +81,47 @@ class ModelSpec(_Section):
         description="Name of the environment variable holding the API key (the key itself is never "
         "a config value). Unset variable = no key (fine for local vLLM).",
     )
-    timeout_s: float = Field(60.0, description="Per-request timeout (openai backend).")
-    max_retries: int = Field(4, description="Retries on timeouts, 429 and 5xx (openai backend).")
-    max_concurrency: int = Field(8, description="Concurrent requests (openai backend).")
-    batch_size: int = Field(16, description="Prompts per forward pass (hf backend); halved on OOM.")
+    timeout_s: float = Field(60.0, gt=0, description="Per-request timeout (openai backend).")
+    max_retries: int = Field(4, ge=0, description="Retries on timeouts, 429 and 5xx (openai backend).")
+    max_concurrency: int = Field(8, ge=1, description="Concurrent requests (openai backend).")
+    batch_size: int = Field(16, ge=1, description="Prompts per forward pass (hf backend); halved on OOM.")
 
 
 class ModelsConfig(_Section):
+    model_config = _section("Models")
+
     policy: ModelSpec = Field(
         default_factory=lambda: ModelSpec(name_or_path="liuhaotian/llava-v1.5-7b"),
-        description="The model being aligned; iteration k samples from the policy selected at k-1.",
+        title="Policy model", description="The model being aligned; iteration k samples from the policy selected at k-1.",
     )
     labeler: ModelSpec = Field(
         default_factory=lambda: ModelSpec(name_or_path="openbmb/OmniLMM-12B"),
-        description="The open-source VLM that answers the yes/no questions (P(yes) vs P(no)).",
+        title="Labeler model", description="The open-source VLM that answers the yes/no questions (P(yes) vs P(no)).",
     )
     splitter: ModelSpec = Field(
         default_factory=lambda: ModelSpec(backend="rules", name_or_path="rules"),
-        description="Text model that splits an answer into atomic claims (or backend=rules).",
+        title="Claim splitter model", description="Text model that splits an answer into atomic claims (or backend=rules).",
     )
     rewriter: ModelSpec = Field(
         default_factory=lambda: ModelSpec(backend="rules", name_or_path="rules"),
-        description="Text model that rewrites each claim as a yes/no question (or backend=rules).",
+        title="Question rewriter model", description="Text model that rewrites each claim as a yes/no question (or backend=rules).",
     )
     eval_judge: ModelSpec | None = Field(
-        None, description="LLM judge for Object HalBench / MMHal / RefoMB (openai backend)."
+        None, title="Evaluation judge model", description="LLM judge for Object HalBench / MMHal / RefoMB (openai backend)."
     )
 
 
 class PromptsConfig(_Section):
+    model_config = _section("Prompts")
+
     source: str = Field(
         "shapes",
-        description="`shapes` (the built-in world's generator), a jsonl/json file in the original "
-        "format, a parquet, or a `datasets` id with image and question columns.",
+        description="shapes (the built-in world's generator), a jsonl/json file in the original "
+        "format, a parquet, or a Hugging Face datasets id with image and question columns.",
     )
-    per_iteration: int = Field(4000, description="Fresh prompts drawn per iteration (paper: 4k).")
+    per_iteration: int = Field(4000, ge=1, description="Fresh prompts drawn per iteration (paper: 4k).")
     detail_share: float = Field(
-        0.7, description="Shapes world: share of detailed-description prompts (rest are questions)."
+        0.7, ge=0, le=1, description="Shapes world: share of detailed-description prompts (rest are questions)."
     )
     data_root: str | None = Field(
         None, description="Image paths in a prompt file must resolve inside this folder."
@@ -105,58 +129,66 @@ class PromptsConfig(_Section):
 
 
 class SamplingConfig(_Section):
-    n: int = Field(10, description="Candidates per prompt (original: --repeat 10).")
-    temperature: float = Field(0.7, description="Sampling temperature (original: 0.7).")
-    top_p: float = Field(1.0, description="Nucleus sampling (original: HF default 1.0).")
-    top_k: int | None = Field(50, description="Top-k (original: HF default 50).")
-    max_new_tokens: int = Field(512, description="Maximum answer length (original: 512).")
+    model_config = _section("Sampling")
+
+    n: int = Field(10, ge=1, description="Candidates per prompt (original: --repeat 10).")
+    temperature: float = Field(0.7, ge=0, description="Sampling temperature (original: 0.7).")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling (original: HF default 1.0).")
+    top_k: int | None = Field(50, ge=1, description="Top-k (original: HF default 50).")
+    max_new_tokens: int = Field(512, ge=1, description="Maximum answer length (original: 512).")
     seed: int = Field(0, description="Base seed; each (prompt, sample) gets its own derived seed.")
-    shard_size: int = Field(256, description="Prompts per Prefect task (scale-out unit).")
+    shard_size: int = Field(256, ge=1, description="Prompts per Prefect task (scale-out unit).")
 
 
 class ClaimsConfig(_Section):
+    model_config = _section("Claims and questions")
+
     preset: Literal["project", "rlaifv-llama3"] = Field(
         "project",
         description="Prompt format for an LLM splitter/rewriter: the project's own, or the exact "
         "format of the released RLAIF-V Llama-3-8B split/changeq models.",
     )
     chunk_words: int = Field(
-        250, description="Long answers are split into sentence-aligned chunks of about this many "
+        250, ge=1, description="Long answers are split into sentence-aligned chunks of about this many "
         "words (the original silently truncated at 300 words)."
     )
-    temperature: float = Field(0.2, description="LLM splitter/rewriter temperature (original 0.2).")
-    top_p: float = Field(0.9, description="LLM splitter/rewriter top_p (original 0.9).")
-    max_new_tokens: int = Field(256, description="LLM splitter/rewriter budget (original 256).")
+    temperature: float = Field(0.2, ge=0, description="LLM splitter/rewriter temperature (original 0.2).")
+    top_p: float = Field(0.9, gt=0, le=1, description="LLM splitter/rewriter top_p (original 0.9).")
+    max_new_tokens: int = Field(256, ge=1, description="LLM splitter/rewriter budget (original 256).")
 
 
 class JudgeConfig(_Section):
+    model_config = _section("Labeler verdicts")
+
     question_suffix: str = Field(
         " Please answer yes or no.", description="Appended to every yes/no question (original)."
     )
     threshold: float = Field(
         0.5,
-        description="Claim accepted iff p_yes / (p_yes + p_no) > threshold (0.5 = the original's "
+        ge=0, le=1, description="Claim accepted iff p_yes / (p_yes + p_no) > threshold (0.5 = the original's "
         "strict p_yes > p_no; ties are rejected).",
     )
     questions_per_batch: int = Field(
-        64, description="Questions scored per forward pass on top of one shared image prefix."
+        64, ge=1, description="Questions scored per forward pass on top of one shared image prefix."
     )
 
 
 class PairsConfig(_Section):
+    model_config = _section("Preference pairs")
+
     builder: Literal["paper", "minimal_edit_anchor", "best_of_n"] = Field(
         "paper",
         description="paper: all pairs with score gap >= min_gap, higher score chosen; "
         "minimal_edit_anchor: chosen = the answer minus its rejected claims, plus an anchor per "
-        "prompt (see `anchor`); best_of_n: top- vs lowest-scored answer (for the "
+        "prompt (see anchor); best_of_n: top- vs lowest-scored answer (for the "
         "best-of-N SFT control with dpo.loss_type=[sft]).",
     )
-    min_gap: int = Field(1, description="Minimum score difference between chosen and rejected.")
-    per_prompt: int = Field(2, description="Pairs kept per (image, question), sampled with the seed.")
+    min_gap: int = Field(1, ge=0, description="Minimum score difference between chosen and rejected.")
+    per_prompt: int = Field(2, ge=1, description="Pairs kept per (image, question), sampled with the seed.")
     length_balance: bool = Field(
         True, description="The original's length-balance filter (docs/method.md §6)."
     )
-    anchors_per_prompt: int = Field(1, description="Anchor pairs per prompt (minimal_edit_anchor).")
+    anchors_per_prompt: int = Field(1, ge=0, description="Anchor pairs per prompt (minimal_edit_anchor).")
     anchor: Literal["omission_swap", "swap", "omission"] = Field(
         "omission_swap",
         description="Anchor of minimal_edit_anchor, built from the prompt's most complete fully accepted "
@@ -168,63 +200,67 @@ class PairsConfig(_Section):
 
 
 class DPOConfig(_Section):
-    beta: float = Field(0.1, description="DPO beta (original 0.1).")
-    learning_rate: float = Field(5e-7, description="Original: 5e-7 full fine-tuning, 1e-5 LoRA.")
-    epochs: float = Field(4.0, description="Epochs per iteration (original 4).")
-    max_steps: int = Field(-1, description="If > 0, overrides epochs.")
-    checkpoints_per_epoch: int = Field(4, description="Checkpoint every 1/k epoch (original: 4).")
-    batch_size: int = Field(8, description="Global batch (original: 1 per GPU x 8 GPUs).")
-    grad_accum: int = Field(1, description="Gradient accumulation steps.")
-    warmup_ratio: float = Field(0.05, description="Linear warm-up share (original 0.05).")
-    lr_scheduler: str = Field("cosine", description="Scheduler (original cosine).")
-    weight_decay: float = Field(0.01, description="AdamW weight decay (original 0.01).")
-    loss_type: list[str] = Field(
+    model_config = _section("DPO training")
+
+    beta: float = Field(0.1, gt=0, description="DPO beta (original 0.1).")
+    learning_rate: float = Field(5e-7, gt=0, description="Original: 5e-7 full fine-tuning, 1e-5 LoRA.")
+    epochs: float = Field(4.0, gt=0, description="Epochs per iteration (original 4).")
+    max_steps: int = Field(-1, ge=-1, description="If > 0, overrides epochs.")
+    checkpoints_per_epoch: int = Field(4, ge=1, description="Checkpoint every 1/k epoch (original: 4).")
+    batch_size: int = Field(8, ge=1, description="Global batch (original: 1 per GPU x 8 GPUs).")
+    grad_accum: int = Field(1, ge=1, description="Gradient accumulation steps.")
+    warmup_ratio: float = Field(0.05, ge=0, le=1, description="Linear warm-up share (original 0.05).")
+    lr_scheduler: LRScheduler = Field("cosine", title="LR scheduler", description="Scheduler (original cosine).")
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay (original 0.01).")
+    loss_type: list[LossType] = Field(
         default_factory=lambda: ["sigmoid"],
-        description='TRL loss types, e.g. ["sigmoid"] (original) or ["sigmoid", "sft"].',
+        min_length=1, title="Loss types", description='TRL loss types, e.g. ["sigmoid"] (original) or ["sigmoid", "sft"].',
     )
     loss_weights: list[float] | None = Field(None, description="Weights of loss_type entries.")
     lora: bool = Field(False, description="Train LoRA adapters instead of the full model.")
-    lora_r: int = Field(64, description="LoRA rank (original 64).")
-    lora_alpha: int = Field(16, description="LoRA alpha (original 16).")
-    lora_dropout: float = Field(0.05, description="LoRA dropout (original 0.05).")
+    lora_r: int = Field(64, ge=1, description="LoRA rank (original 64).")
+    lora_alpha: int = Field(16, ge=1, description="LoRA alpha (original 16).")
+    lora_dropout: float = Field(0.05, ge=0, lt=1, description="LoRA dropout (original 0.05).")
     freeze_vision_tower: bool = Field(True, description="Original: vision tower frozen.")
     launcher: Literal["inprocess", "accelerate"] = Field(
-        "inprocess", description="inprocess, or `accelerate launch` in a subprocess."
+        "inprocess", description="inprocess, or accelerate launch in a subprocess."
     )
     accelerate_config: str | None = Field(
         None, description="Shipped accelerate config name (ddp, zero2, zero3, fsdp) or a path."
     )
     seed: int = Field(42, description="Trainer seed (original HF default 42).")
     gradient_checkpointing: bool = Field(False, description="Trade compute for memory.")
-    logging_steps: int = Field(2, description="Log training metrics every n optimizer steps (original 2).")
+    logging_steps: int = Field(2, ge=1, description="Log training metrics every n optimizer steps (original 2).")
     dtype: Literal["auto", "float32", "bfloat16"] = Field(
         "auto",
         description="Weights during training and for the reference log-probs: auto = float32 weights with bf16 "
         "autocast on a bf16-capable GPU (plain float32 on the CPU); bfloat16 = pure bf16 weights.",
     )
-    ref_batch_size: int = Field(8, description="Pairs per forward pass when computing cached reference log-probs.")
+    ref_batch_size: int = Field(8, ge=1, description="Pairs per forward pass when computing cached reference log-probs.")
     quantization: Literal["none", "4bit"] = Field(
         "none", description="QLoRA: load the frozen base in 4-bit (needs lora=true, a CUDA GPU and bitsandbytes)."
     )
     num_processes: int | None = Field(
-        None, description="Processes for launcher=accelerate (default: the accelerate config's; 1 on the CPU)."
+        None, ge=1, description="Processes for launcher=accelerate (default: the accelerate config's; 1 on the CPU)."
     )
 
 
 class EvalConfig(_Section):
+    model_config = _section("Evaluation")
+
     benchmarks: list[str] = Field(
         default_factory=lambda: ["object_halbench", "mmhal"],
         description="Benchmarks run on every checkpoint (shapes, object_halbench, mmhal, refomb, amber).",
     )
-    shapes_scenes: int = Field(300, description="Held-out scenes for the shapes-world evaluation.")
+    shapes_scenes: int = Field(300, ge=1, description="Held-out scenes for the shapes-world evaluation.")
     shapes_seed: int = Field(10_000, description="Seed of the held-out shapes scenes.")
     temperature: float = Field(
-        0.0, description="Generation temperature for evaluation (0 = greedy / beam search)."
+        0.0, ge=0, description="Generation temperature for evaluation (0 = greedy / beam search)."
     )
-    num_beams: int = Field(3, description="Beam search width (original 3).")
-    samples_per_prompt: int = Field(1, description="Answers per prompt when sampling (temperature > 0).")
+    num_beams: int = Field(3, ge=1, description="Beam search width (original 3).")
+    samples_per_prompt: int = Field(1, ge=1, description="Answers per prompt when sampling (temperature > 0).")
     seed: int = Field(1234, description="Seed of evaluation sampling (the same for every checkpoint).")
-    max_new_tokens: int = Field(1024, description="Evaluation answer budget (original 1024).")
+    max_new_tokens: int = Field(1024, ge=1, description="Evaluation answer budget (original 1024).")
     data: dict[str, str] = Field(
         default_factory=dict,
         description="Benchmark data paths, e.g. {object_halbench: path.jsonl, coco_annotations: dir}.",
@@ -232,12 +268,14 @@ class EvalConfig(_Section):
 
 
 class SelectionConfig(_Section):
-    metric: str = Field(
-        "chair_s", description="Lower-is-better response-level hallucination metric to minimise."
+    model_config = _section("Checkpoint selection")
+
+    metric: HallucinationMetric = Field(
+        "chair_s", title="Metric", description="Lower-is-better response-level hallucination metric to minimise."
     )
-    tie_breaker: str = Field("recall", description="Higher-is-better metric that breaks ties.")
+    tie_breaker: CoverageMetric = Field("recall", title="Tie breaker", description="Higher-is-better metric that breaks ties.")
     max_recall_drop: float = Field(
-        0.10, description="Never select a checkpoint whose recall fell more than this (absolute)."
+        0.10, ge=0, le=1, description="Never select a checkpoint whose recall fell more than this (absolute)."
     )
     include_start: bool = Field(
         True, description="The iteration's starting policy competes, so selection never gets worse."
@@ -245,15 +283,19 @@ class SelectionConfig(_Section):
 
 
 class IterationConfig(_Section):
-    iterations: int = Field(4, description="RLAIF-V iterations (original 4).")
+    model_config = _section("Iterations")
+
+    iterations: int = Field(4, ge=1, description="RLAIF-V iterations (original 4).")
     seed: int = Field(0, description="Run seed; every stage derives its seeds from it.")
-    retries: int = Field(2, description="Retries of model-running tasks.")
-    retry_delay_s: float = Field(10.0, description="Delay between retries.")
+    retries: int = Field(2, ge=0, description="Retries of model-running tasks.")
+    retry_delay_s: float = Field(10.0, ge=0, description="Delay between retries.")
 
 
 class StoreConfig(_Section):
-    url: str = Field("runs", description="Run store: a local folder or s3://bucket/prefix.")
-    run_name: str = Field("default", description="Sub-folder of this run inside the store.")
+    model_config = _section("Run store")
+
+    url: str = Field("runs", min_length=1, description="Run store: a local folder or s3://bucket/prefix.")
+    run_name: str = Field("default", min_length=1, description="Sub-folder of this run inside the store.")
     endpoint_url: str | None = Field(
         None, description="S3-compatible endpoint (MinIO, Ceph, moto); credentials from AWS_* env."
     )
@@ -262,6 +304,8 @@ class StoreConfig(_Section):
 class ScaleConfig(_Section):
     """Where sharded stages run and which stages wait for a GPU slot; never part of a cache key, so a
     run's results (and its cache hits) are the same whichever runner computes them."""
+
+    model_config = _section("Scale-out")
 
     task_runner: Literal["thread", "dask", "ray"] = Field(
         "thread",
@@ -272,22 +316,24 @@ class ScaleConfig(_Section):
     dask_address: str | None = Field(
         None, description="Scheduler of an existing Dask cluster, e.g. tcp://10.0.0.5:8786 (none: a LocalCluster)."
     )
-    dask_workers: int = Field(2, description="Worker processes of the LocalCluster (one thread each).")
+    dask_workers: int = Field(2, ge=1, description="Worker processes of the LocalCluster (one thread each).")
     ray_address: str | None = Field(
         None, description="Existing Ray cluster, e.g. ray://head:10001 or auto (none: a local Ray on this machine)."
     )
     ray_num_gpus_per_shard: float = Field(
-        0.0, description="GPUs Ray reserves for each sampling/labeling shard (0: CPU shards; 0.5: two per GPU)."
+        0.0, ge=0, description="GPUs Ray reserves for each sampling/labeling shard (0: CPU shards; 0.5: two per GPU)."
     )
     gpu_concurrency_limit: str | None = Field(
         None,
-        description="Name of a Prefect global concurrency limit (e.g. gpu, created with `prefect gcl create gpu "
-        "--limit 1`) that every model-running task holds while it runs; none: no limit is taken.",
+        description="Name of a Prefect global concurrency limit (e.g. gpu, created with prefect gcl create gpu "
+        "--limit 1) that every model-running task holds while it runs; none: no limit is taken.",
     )
 
 
 class RunConfig(_Section):
     """The whole run: every stage's settings in one tree."""
+
+    model_config = _section("RLAIF-V run")
 
     models: ModelsConfig = Field(default_factory=ModelsConfig, description="Model roles.")
     prompts: PromptsConfig = Field(default_factory=PromptsConfig, description="Prompt source.")

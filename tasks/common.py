@@ -137,10 +137,24 @@ class Progress:
             update_progress_artifact(self.artifact_id, progress=percent)
 
 
+def uniform_rows(rows: list[dict]) -> list[dict]:
+    """Every row with the same keys, in first-seen order; a value a row lacks is empty ("").
+
+    Prefect's UI takes a table artifact's columns from its first row: a key missing there would
+    never be shown as a column."""
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    return [{key: ("" if row.get(key) is None else row[key]) for key in columns} for row in rows]
+
+
+def table_artifact(key: str, rows: list[dict], description: str) -> None:
+    """A table artifact whose every row has every column (`uniform_rows`)."""
+    create_table_artifact(key=key, table=uniform_rows(rows), description=description)
+
+
 def counts_table(key: str, stage: str, counts: dict) -> None:
     """A table artifact of a stage's counts (in, out, skipped and why)."""
     rows = [{"stage": stage, "count": name, "value": str(value)} for name, value in counts.items()]
-    create_table_artifact(key=key, table=rows, description=f"{stage}: counts")
+    table_artifact(key, rows, f"{stage}: counts")
 
 
 def artifact_key(*parts: Any) -> str:

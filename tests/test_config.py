@@ -60,3 +60,75 @@ def test_paper_recipe_config_loads():
 def test_no_secret_fields():
     names = [name.lower() for name, _ in _fields(RunConfig)]
     assert not [n for n in names if n.endswith(("api_key", "secret", "password", "token"))]
+
+
+# -- the Prefect run form: choices, bounds, titles, plain help texts ------------------------------------
+
+
+def _form_schema() -> dict:
+    """The parameter schema Prefect builds for the iterate flow (what the UI's run form renders)."""
+    from prefect.utilities.callables import parameter_schema
+
+    from flows.iterate import iterate
+
+    return parameter_schema(iterate.fn).model_dump()
+
+
+def _resolve(schema: dict, node: dict) -> dict:
+    for option in node.get("anyOf", [node]):
+        if "$ref" in option:
+            return schema["definitions"][option["$ref"].rsplit("/", 1)[-1]]
+    return node
+
+
+def test_help_texts_carry_no_markup_the_ui_would_show_raw():
+    schema = _form_schema()
+    texts = [d.get("description", "") for d in schema["definitions"].values()]
+    texts += [p.get("description", "") for d in schema["definitions"].values() for p in d["properties"].values()]
+    assert len(texts) > 100 and not [t for t in texts if "`" in t or "**" in t]
+
+
+def test_every_form_section_has_a_title_in_words():
+    schema = _form_schema()
+    for name, definition in schema["definitions"].items():
+        assert definition["title"] not in schema["definitions"], name  # words, not the class name
+        for field, prop in definition["properties"].items():
+            section = _resolve(schema, prop)
+            if section is not prop:  # a nested section: the form shows the property's title, else the section's
+                assert prop.get("title", section["title"]) not in schema["definitions"], (name, field)
+    models = schema["definitions"]["ModelsConfig"]["properties"]
+    assert [models[k]["title"] for k in ("policy", "labeler")] == ["Policy model", "Labeler model"]
+
+
+def test_choices_and_bounds_are_in_the_form():
+    definitions = _form_schema()["definitions"]
+    selection = definitions["SelectionConfig"]["properties"]
+    assert "chair_s" in selection["metric"]["enum"] and "shapes.chair_i" in selection["metric"]["enum"]
+    assert selection["tie_breaker"]["enum"][0] == "recall"
+    assert selection["max_recall_drop"]["minimum"] == 0 and selection["max_recall_drop"]["maximum"] == 1
+    sampling = definitions["SamplingConfig"]["properties"]
+    assert sampling["n"]["minimum"] == 1 and sampling["top_p"]["exclusiveMinimum"] == 0
+    dpo = definitions["DPOConfig"]["properties"]
+    assert "cosine" in dpo["lr_scheduler"]["enum"] and "sft" in dpo["loss_type"]["items"]["enum"]
+    assert dpo["beta"]["exclusiveMinimum"] == 0
+
+
+@pytest.mark.parametrize("override, field", [
+    ("selection.metric=chairs", "selection.metric"),
+    ("selection.tie_breaker=precision", "selection.tie_breaker"),
+    ("sampling.n=0", "sampling.n"),
+    ("judge.threshold=1.5", "judge.threshold"),
+    ("dpo.beta=0", "dpo.beta"),
+    ("dpo.loss_type=[sigmoid, dpo]", "dpo.loss_type.1"),
+    ("dpo.lr_scheduler=cosine_annealing", "dpo.lr_scheduler"),
+    ("iteration.iterations=0", "iteration.iterations"),
+    ("models.policy.batch_size=0", "models.policy.batch_size"),
+    ("store.run_name=", "store.run_name"),
+])
+def test_a_bad_value_fails_at_load_naming_the_field(override, field):
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError) as error:
+        load_config("configs/shapes.yaml", [override])
+    assert [".".join(map(str, e["loc"])) for e in error.value.errors()] == [field]
+    assert field in str(error.value)

@@ -38,8 +38,10 @@ OUTPUT = ROOT / "test-output"
 
 
 TESTED_PREFIXES = {
+    "export PREFECT_SERVER_API_HOST=": "prefect_stack fixture (environment of the server)",
     "prefect server start": "prefect_stack fixture",
     "export PREFECT_API_URL=": "prefect_stack fixture (environment of every command)",
+    "prefect server status --wait": "prefect_stack fixture",
     "prefect work-pool create": "deployed_run fixture",
     "prefect --no-prompt deploy": "deployed_run fixture",
     "prefect worker start": "deployed_run fixture",
@@ -211,7 +213,8 @@ class PrefectStack:
         return _json_call(urllib.request.Request(self.api + path, data=json.dumps(body).encode(), method="POST",
                                                  headers={"content-type": "application/json"}))
 
-    def deployment(self, flow: str, name: str = "shapes") -> dict:
+    def deployment(self, flow: str, name: str | None = None) -> dict:
+        name = name or f"{flow}-shapes"
         found = self.post("/deployments/filter", {"flows": {"name": {"any_": [flow]}},
                                                   "deployments": {"name": {"any_": [name]}}})
         assert len(found) == 1, found
@@ -230,36 +233,27 @@ class PrefectStack:
                              "\n".join(p.tail() for p in watch))
 
 
-def wait_http(url: str, proc: Proc, timeout: float = 90) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        assert proc.popen.poll() is None, f"{proc.name} exited:\n{proc.tail()}"
-        try:
-            with urllib.request.urlopen(url, timeout=5) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            pass
-        time.sleep(0.5)
-    raise AssertionError(f"{url} not up in {timeout}s:\n{proc.tail()}")
-
-
 @pytest.fixture(scope="module")
 def prefect_stack(tmp_path_factory):
     home = tmp_path_factory.mktemp("prefect-home")
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env.update({"PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-                "PREFECT_WORKER_QUERY_SECONDS": "2", "PREFECT_RUNNER_POLL_FREQUENCY": "2",
+    env.update({"PREFECT_HOME": str(home), "PREFECT_WORKER_QUERY_SECONDS": "2", "PREFECT_RUNNER_POLL_FREQUENCY": "2",
                 "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"})
     stack = PrefectStack(port=port, env=env, home=home)
-    export = readme_command("export PREFECT_API_URL=").replace("4200", str(port))
-    key, value = export.removeprefix("export ").split("=", 1)
-    env[key] = value
-    assert value == stack.api
+
+    def exported(prefix: str) -> dict:
+        return dict(item.split("=", 1) for item in stack.command(prefix).removeprefix("export ").split())
+
+    server_env = exported("export PREFECT_SERVER_API_HOST=")  # host, port (what the UI reads) and no telemetry
+    assert server_env["PREFECT_SERVER_API_PORT"] == str(port) and server_env["PREFECT_SERVER_ANALYTICS_ENABLED"] == "false"
     try:
-        server = stack.start("server", stack.command("prefect server start"))
-        wait_http(f"{stack.api}/health", server)
+        # The server's environment has no PREFECT_API_URL: the UI must find the API through the port setting alone.
+        server = stack.start("server", stack.command("prefect server start"), extra_env=server_env)
+        env.update(exported("export PREFECT_API_URL="))
+        assert env["PREFECT_API_URL"] == stack.api
+        stack.run(stack.command("prefect server status --wait"), timeout=150)  # returns once the API answers
+        assert server.popen.poll() is None, server.tail()
         yield stack
     finally:
         for proc in reversed(stack.procs):
@@ -314,7 +308,8 @@ def test_deployed_iterate_runs_on_a_worker_and_its_table_artifact_reads_back(pre
     stack = prefect_stack
     names = {(stack.get(f"/flows/{d['flow_id']}")["name"], d["name"])
              for d in stack.post("/deployments/filter", {})}
-    assert names >= {("iterate", "shapes"), ("generate", "shapes"), ("train-dpo", "shapes"), ("evaluate", "shapes")}
+    assert names >= {("iterate", "iterate-shapes"), ("generate", "generate-shapes"), ("train-dpo", "train-dpo-shapes"),
+                     ("evaluate", "evaluate-shapes")}
     shapes = load_config("configs/shapes.yaml").model_dump(mode="json")
     assert deployed_run.deployment["parameters"]["config"] == shapes  # defaults from configs/
     assert deployed_run.deployment["work_pool_name"] == "rlaifv-local"
@@ -352,7 +347,7 @@ def test_model_running_tasks_took_the_gpu_concurrency_limit(prefect_stack, deplo
         if len(released) >= len(acquired) or time.time() > deadline:
             break
         time.sleep(1)
-    tasks = {r["prefect.resource.name"].rsplit("-", 1)[0] for e in acquired for r in e["related"]
+    tasks = {r["prefect.resource.name"].split("-iter-")[0] for e in acquired for r in e["related"]
              if r.get("prefect.resource.role") == "task-run"}
     assert {"sample", "judge", "reference-logps", "train-dpo", "evaluate"} <= tasks, tasks
     assert len(acquired) == len(released) >= 7
@@ -400,6 +395,52 @@ def test_the_runs_page_in_the_ui_shows_the_completed_run(prefect_stack, deployed
     done = chromium(["--window-size=1400,1000", f"--screenshot={shot}", url], tmp_path / "profile-shot")
     assert done.returncode == 0 and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", done.stderr[-2000:]
     assert shot.stat().st_size > 20_000  # a rendered page, not a blank one
+
+
+def _dom(url: str, profile: Path) -> str:
+    done = chromium(["--dump-dom", url], profile)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+@pytest.mark.slow
+def test_the_ui_shows_every_iterations_column_the_summary_plot_and_named_subflows(prefect_stack, deployed_run,
+                                                                                   tmp_path):
+    """In headless Chromium, against the server started on a random port with only PREFECT_SERVER_API_PORT
+    telling the UI where its API is: the iterations table artifact has the DPO and skip columns (the UI takes
+    its columns from the first row, the starting policy's), the summary artifact shows the plot as an image,
+    and the run list shows the subflows by name (with their run and iteration tags)."""
+    if find_chromium() is None:
+        pytest.skip("no headless Chromium on this machine (Debian: apt-get install chromium; .ci/run does this)")
+    import html
+
+    stack = prefect_stack
+    flow_run = deployed_run.flow_run
+    assert flow_run["name"] == "deployed" and "run:deployed" in flow_run["tags"]  # named after store.run_name
+    artifacts = {a["key"]: a for a in stack.post("/artifacts/filter", {
+        "artifacts": {"flow_run_id": {"any_": [flow_run["id"]]}}})}
+    base = f"http://127.0.0.1:{stack.port}"
+
+    table_dom = _dom(f"{base}/artifacts/artifact/{artifacts['deployed-iterations']['id']}", tmp_path / "p1")
+    headers = [html.unescape(re.sub(r"<[^>]+>", "", h)).strip()
+               for h in re.findall(r"<th\b[^>]*>(.*?)</th>", table_dom, flags=re.S)]
+    assert headers[:3] == ["iteration", "selected", "pairs"], headers
+    assert {"dpo.loss", "dpo.rewards/accuracies", "skipped.split_failure", "skipped.empty_answer"} <= set(headers)
+    assert any(h.startswith("skipped.") and h not in ("skipped.split_failure", "skipped.empty_answer")
+               for h in headers), headers  # the builder's own drops (paper rule: identical, per-prompt cap)
+
+    summary_dom = _dom(f"{base}/artifacts/artifact/{artifacts['deployed-summary']['id']}", tmp_path / "p2")
+    images = re.findall(r"<img\b[^>]*\bsrc=\"(data:image/png;base64,[^\"]{1000,})\"", summary_dom)
+    assert images, "no inline plot on the summary artifact's page"
+    text = visible_text(summary_dom)
+    assert "After 1 iteration" in text and "summary.json" in text and "config.json" in text
+
+    runs_dom = _dom(f"{base}/v2/runs", tmp_path / "p3")  # the newer UI's run list, subflows shown
+    text = visible_text(runs_dom)
+    for name in ("iterate / deployed", "iteration / iteration-1", "generate / generate-iter-1", "train / train-iter-1",
+                 "evaluate-checkpoints / evaluate-iter-1", "evaluate-checkpoints / evaluate-iter-0"):
+        assert name in text, f"{name!r} not in the run list: {text[:2000]}"
+    assert "iteration:1" in text and "run:deployed" in text
 
 
 @pytest.mark.slow

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -44,14 +45,40 @@ def test_two_iterations_write_summary_and_rerun_is_cached(prefect_server, tmp_pa
     for k in (1, 2):
         assert (root / f"iter-{k}" / "pairs.parquet").exists() and (root / f"iter-{k}" / "selection.json").exists()
 
-    async def artifact_keys():
+    async def read_back():
+        from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
         async with get_client() as client:
-            return {a.key for a in await client.read_artifacts() if a.key}
+            artifacts = {a.key: a for a in await client.read_artifacts(
+                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["t-iterations", "t-summary"])))}
+            return artifacts, await client.read_flow_runs(), await client.read_task_runs(limit=200)
 
     import asyncio
 
-    keys = asyncio.run(artifact_keys())
-    assert "t-iterations" in keys and "t-summary" in keys
+    artifacts, flow_runs, task_runs = asyncio.run(read_back())
+    assert {"t-iterations", "t-summary"} <= set(artifacts)
+    table = artifacts["t-iterations"].data
+    table = json.loads(table) if isinstance(table, str) else table
+    assert [row["iteration"] for row in table] == [0, 1, 2]
+    columns = list(table[0])  # the UI's columns: those of the first row
+    assert all(list(row) == columns for row in table)
+    assert any(c.startswith("dpo.") for c in columns) and any(c.startswith("skipped.") for c in columns)
+    assert table[0]["dpo.loss"] == "" and table[1]["dpo.loss"] != ""
+    summary_md = artifacts["t-summary"].data
+    assert "](data:image/png;base64," in summary_md and str(root / "summary.json") in summary_md
+    assert str(root / "config.json") in summary_md and "After 2 iterations" in summary_md
+    assert (summary["final_policy"] or "the starting policy") in summary_md
+
+    names = {r.name for r in flow_runs}
+    assert {"t", "iteration-1", "iteration-2", "generate-iter-1", "train-iter-2", "evaluate-iter-0",
+            "evaluate-iter-2"} <= names, names
+    assert all("run:t" in r.tags for r in flow_runs), [(r.name, r.tags) for r in flow_runs]
+    assert all("iteration:2" in r.tags for r in flow_runs if r.name.endswith("-2"))
+    task_names = {r.name for r in task_runs}
+    assert {"prompts-iter-1", "sample-iter-1-shard-0", "judge-iter-2-shard-0", "claims-iter-1", "pairs-iter-2",
+            "reference-logps-iter-1", "train-dpo-iter-2", "evaluate-iter-0-start-shapes"} <= task_names, task_names
+    assert any(re.fullmatch(r"evaluate-iter-1-step-\d+-shapes", n) for n in task_names)
+    assert all("run:t" in r.tags and any(t.startswith("iteration:") for t in r.tags) for r in task_runs)
 
     def boom(*args, **kwargs):
         raise AssertionError("recomputed a stage of an unchanged run")
