@@ -45,6 +45,18 @@ def pick_device(requested: str = "auto") -> torch.device:
     return torch.device("cpu")
 
 
+def use_cpu_threads() -> int:
+    """Intra-op threads for CPU inference: `RLAIFV_TORCH_THREADS`, else every CPU this process may use.
+
+    Set explicitly because float reductions depend on the thread count, and worker processes of a
+    cluster start with OMP_NUM_THREADS=1 (Dask's nanny sets it): with the same count everywhere,
+    the thread, Dask and Ray runners of one machine compute the same bits (tests/test_scale_out.py)."""
+    threads = int(os.environ.get("RLAIFV_TORCH_THREADS") or len(os.sched_getaffinity(0)))
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+    return threads
+
+
 def pick_dtype(requested: str, device: torch.device) -> torch.dtype:
     if requested != "auto":
         return getattr(torch, requested)
@@ -92,6 +104,8 @@ class HFBackend(Backend):
                     "only. Convert them once with `save_pretrained(..., safe_serialization=True)`."
                 )
         device = pick_device(spec.device)
+        if device.type == "cpu":
+            use_cpu_threads()
         dtype = pick_dtype(spec.dtype, device)
         common = dict(revision=spec.revision, trust_remote_code=spec.trust_remote_code)
         config = AutoConfig.from_pretrained(source, **common)
