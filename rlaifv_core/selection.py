@@ -7,7 +7,7 @@
 flattened benchmark metrics ({"shapes.chair_s": …, "shapes.recall": …}). The rule: drop every
 candidate whose recall fell more than `max_recall_drop` below the baseline (the run's initial
 policy); among the rest take the lowest `metric`, ties broken by the highest `tie_breaker`, then
-by the earliest candidate. The starting policy competes when `include_start` is set, so an
+by the earliest candidate (`metric` may be a sum, `a.x + b.y`, to select on two benchmarks). The starting policy competes when `include_start` is set, so an
 iteration never selects something worse than what it started from by the rule's own measure.
 """
 
@@ -29,7 +29,10 @@ class Selection:
 
 
 def metric_value(metrics: dict[str, float], name: str) -> float:
-    """`name` may be `bench.metric` or a bare metric found in exactly one benchmark."""
+    """`name` may be `bench.metric`, a bare metric found in exactly one benchmark, or a sum of such
+    names (`object_halbench.chair_s + mmhal.hallucination_rate`: several benchmarks in one rule)."""
+    if "+" in name:
+        return sum(metric_value(metrics, part.strip()) for part in name.split("+"))
     if name in metrics:
         return metrics[name]
     matches = [k for k in metrics if k.split(".", 1)[-1] == name]

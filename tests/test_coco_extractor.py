@@ -99,7 +99,9 @@ def test_table_covers_the_80_classes():
     ("mice and knives", ["mice", "knives"], ["mouse", "knife"]),
     ("a sofa near the television", ["sofa", "television"], ["couch", "tv"]),
     ("a motorbike and an aeroplane", ["motorbike", "aeroplane"], ["motorcycle", "airplane"]),
-    ("a doughnut and a donut", ["doughnut", "donut"], ["donut", "donut"]),
+    ("a doughnut and a donut", ["doughnut"], ["donut"]),  # one object, one mention (de-duplicated by class)
+    ("a toilet with the toilet seat up", ["toilet"], ["toilet"]),
+    ("a baby elephant and an adult elephant", ["baby elephant"], ["elephant"]),
     ("a mobile phone", ["mobile phone"], ["cell phone"]),
     ("no dog here", [], []),
 ])
@@ -121,6 +123,8 @@ def test_judge_phrases_fall_back_to_the_head_noun():
     assert coco_class("dog leash") is None
     assert coco_class("cup of coffee") == "cup"
     assert coco_class("toilet paper") is None
-    got = coco_phrase_mentions(["man and woman", "dogs", "dog", "puppy", "park bench", "sky"])
-    assert [(k, c) for _, k, c in got] == [("man", "person"), ("woman", "person"), ("dog", "dog"),
-                                          ("puppy", "dog"), ("park bench", "bench")]
+    got = coco_phrase_mentions(["man and woman", "dogs", "dog", "puppy", "park bench", "sky",
+                                "toilet", "toilet seat", "baby elephant", "adult elephant"])
+    # de-duplicated by class: man/woman one person, dogs/dog/puppy one dog, toilet/toilet seat one toilet
+    assert [(k, c) for _, k, c in got] == [("man", "person"), ("dog", "dog"), ("park bench", "bench"),
+                                          ("toilet", "toilet"), ("baby elephant", "elephant")]

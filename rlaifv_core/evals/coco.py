@@ -160,8 +160,9 @@ class PhraseVocabulary:
         return key in self._labels
 
     def mentions(self, text: str, *, include_negated: bool = False, dedupe: bool = True,
-                 heuristics: bool = True) -> list[Mention]:
-        """Mentions of the vocabulary in free text, in order of appearance."""
+                 heuristics: bool = True, dedupe_by: str = "key") -> list[Mention]:
+        """Mentions of the vocabulary in free text, in order of appearance; with `dedupe`, the first
+        of each lemma key (`dedupe_by="key"`) or of each label (`"label"`: one object, one mention)."""
         from spacy.util import filter_spans
 
         if not text or not text.strip():
@@ -182,9 +183,10 @@ class PhraseVocabulary:
             negated = _negated(doc, span.start)
             if negated and not include_negated:
                 continue
-            if dedupe and key in seen:
+            ident = label if dedupe_by == "label" else key
+            if dedupe and ident in seen:
                 continue
-            seen.add(key)
+            seen.add(ident)
             out.append(Mention(span.text, key, label, span.start_char, span.end_char, negated))
         return out
 
@@ -280,9 +282,9 @@ def coco_vocabulary() -> PhraseVocabulary:
 
 
 def extract_coco_mentions(text: str, *, include_negated: bool = False, dedupe: bool = True) -> list[Mention]:
-    """COCO object mentions in free text (label = canonical class), in order, de-duplicated by
-    lemma ("dog" and "dogs" are one mention; "dog" and "puppy" are two, as in CHAIR)."""
-    return coco_vocabulary().mentions(text, include_negated=include_negated, dedupe=dedupe)
+    """COCO object mentions in free text (label = canonical class), in order, de-duplicated by class:
+    "dog" and "dogs", "dog" and "puppy", "toilet" and "toilet seat" are one mention each (one object)."""
+    return coco_vocabulary().mentions(text, include_negated=include_negated, dedupe=dedupe, dedupe_by="label")
 
 
 def extract_coco_objects(text: str) -> list[str]:
@@ -305,7 +307,7 @@ def coco_class(phrase: str) -> str | None:
 def coco_phrase_mentions(phrases: Iterable[str]) -> list[tuple[str, str, str]]:
     """(phrase, lemma key, class) for the COCO objects in a list of extracted object names: each
     name is split on "and" / "or" / "," / "&", mapped with `coco_class`'s rules, and the results
-    de-duplicated by lemma key in order (unknown names dropped)."""
+    de-duplicated by class in order (unknown names dropped; "baby elephant" + "adult elephant" is one)."""
     out: list[tuple[str, str, str]] = []
     seen: set[str] = set()
     vocab = coco_vocabulary()
@@ -317,8 +319,8 @@ def coco_phrase_mentions(phrases: Iterable[str]) -> list[tuple[str, str, str]]:
             if not part:
                 continue
             hit = vocab.phrase_label(part)
-            if hit and hit[0] not in seen:
-                seen.add(hit[0])
+            if hit and hit[1] not in seen:
+                seen.add(hit[1])
                 out.append((part, hit[0], hit[1]))
     return out
 

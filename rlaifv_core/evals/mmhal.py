@@ -18,6 +18,13 @@ several different matches = unparsed: recorded, retried (bounded), counted, excl
 fraction and a percent), per-type means, informativeness = mean(s − 3 if s ≥ 3 else s) / 3 · 100.
 Record: `metrics` (flat numbers, `score_<type>` per type), `per_type` (means and counts),
 `n`, `n_unparsed`, `unparsed_items`, `judge` (identity + settings + counts), `generation`, `items`.
+
+`protocol="rlaifv"`: the judge template is the user's (the original's eval_gpt_mmhal.py or a text file),
+every reply is kept as the original keeps it (no retry for an unparsable rating), and the headline
+numbers use the original's parser (`parse_rating_rlaifv`: "rating: s" as a substring for s = 0..6,
+exactly one found, else 0) with question types by index mod 8. Under either protocol the other
+parser's aggregates on the same replies are in `parsers`, and in `metrics` (suffix `_strict_parser` /
+`_rlaifv_parser`) when they differ. `protocol` and `scoring` (judge, prompt sha256, parser) are recorded.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ from typing import Any, Sequence
 from ..backends.base import Backend, GenerationSettings
 from .common import EVAL_SETTINGS, align_answers, generate_answers, generated_record, given_record, read_rows
 from .judge import JudgeClient, JudgeRequest, summarise_answers
+from .original import Template, judge_comparability, original_file, read_template
 
 #: The order of question types in the 96-item file (type of item i = TYPES[i % 8]).
 QUESTION_TYPES = ("attribute", "adversarial", "comparison", "counting", "relation", "environment",
@@ -118,12 +126,20 @@ def parse_rating(text: str) -> int | None:
     return found.pop() if len(found) == 1 else None
 
 
-def judge_messages(item: dict, answer: str) -> list[dict]:
+def parse_rating_rlaifv(text: str | None) -> int:
+    """The original's rating parser: the s ∈ 0..6 with "rating: s" a substring of the lower-cased reply
+    when exactly one is found; none or several: 0 (the original's fallback)."""
+    found = [s for s in range(7) if f"rating: {s}" in (text or "").lower()]
+    return found[0] if len(found) == 1 else 0
+
+
+def judge_messages(item: dict, answer: str, template: Template | None = None) -> list[dict]:
     contents = item.get("image_content") or []
     if isinstance(contents, str):
         contents = [contents]
-    prompt = RUBRIC.format(image_content=", ".join(contents), question=item.get("question", ""),
-                           gt_answer=item.get("gt_answer", ""), answer=answer)
+    values = {"image_content": ", ".join(contents), "question": item.get("question", ""),
+              "gt_answer": item.get("gt_answer", ""), "answer": answer}
+    prompt = RUBRIC.format(**values) if template is None else template.fill(**values)
     return [{"role": "user", "content": prompt}]
 
 
@@ -153,37 +169,72 @@ def mmhal_metrics(scores: Sequence[int | None], types: Sequence[str]) -> dict:
     }
 
 
+def _flat(summary: dict) -> dict:
+    per_type = summary.pop("per_type")
+    return {**summary, **{f"score_{t}": v["mean"] for t, v in per_type.items() if v["mean"] is not None}}, per_type
+
+
 def evaluate_mmhal(items: Sequence[dict], answers: Sequence[str], judge: JudgeClient, *,
                    generation: dict | None = None, keep_items: bool = True,
-                   judge_settings: dict | None = None) -> dict:
+                   judge_settings: dict | None = None, protocol: str = "project",
+                   template: Template | None = None) -> dict:
     if len(items) != len(answers):
         raise ValueError(f"{len(answers)} answers for {len(items)} items")
+    if protocol not in ("project", "rlaifv"):
+        raise ValueError(f"unknown protocol {protocol!r} (project, rlaifv)")
+    rlaifv = protocol == "rlaifv"
+    if rlaifv and template is None:
+        raise ValueError("protocol rlaifv needs the original's MMHal judge template (eval.data.mmhal_judge_prompt)")
     settings = {**JUDGE_SETTINGS, **(judge_settings or {})}
-    requests = [JudgeRequest(judge_messages(item, answer), parse_rating, tag=i, **settings)
+    # rlaifv keeps every reply as it came (the original retries only failed calls); project retries unparsable ones
+    parse = (lambda text: text) if rlaifv else parse_rating
+    requests = [JudgeRequest(judge_messages(item, answer, template), parse, tag=i, **settings)
                 for i, (item, answer) in enumerate(zip(items, answers))]
     replies = judge.ask_many(requests)
-    scores = [r.value if r.parsed else None for r in replies]
-    types = [item_type(item, i) for i, item in enumerate(items)]
+    strict = [parse_rating(r.raw) if r.raw is not None else None for r in replies]
+    original = [parse_rating_rlaifv(r.raw) if r.raw is not None else None for r in replies]
+    if rlaifv:
+        types = [QUESTION_TYPES[i % len(QUESTION_TYPES)] for i in range(len(items))]  # the original: i % 8
+        scores = original
+    else:
+        types = [item_type(item, i) for i, item in enumerate(items)]
+        scores = [r.value if r.parsed else None for r in replies]
     requested = judge.identity.get("model_requested")
     mismatched = [i for i, r in enumerate(replies) if r.served_model and requested and r.served_model != requested]
-    summary = mmhal_metrics(scores, types)
-    per_type = summary.pop("per_type")
-    metrics = {**summary, **{f"score_{t}": v["mean"] for t, v in per_type.items() if v["mean"] is not None}}
+    metrics, per_type = _flat(mmhal_metrics(scores, types))
+    other_name = "strict" if rlaifv else "rlaifv"
+    other, _ = _flat(mmhal_metrics(strict if rlaifv else original, types))
+    differ = any(metrics.get(k) != other.get(k) for k in ("score", "hallucination_rate", "informativeness"))
+    if differ:
+        metrics.update({f"{k}_{other_name}_parser": v for k, v in other.items()
+                        if k in ("score", "hallucination_rate", "hallucination_rate_pct", "informativeness")})
     record: dict[str, Any] = {
         "benchmark": "mmhal",
         "metrics": {k: v for k, v in metrics.items() if v is not None},  # flat numbers; per type below
         "per_type": per_type,
+        "parsers": {"headline": "rlaifv" if rlaifv else "strict", "differ": differ,
+                    other_name: {k: v for k, v in other.items() if v is not None},
+                    "strict_unparsed": sum(s is None for s in strict),
+                    "rlaifv_fallback_zeros": sum(1 for s, o in zip(strict, original) if s is None and o == 0)},
         "n": sum(s is not None for s in scores),
         "n_items": len(items),
         "n_unparsed": sum(s is None for s in scores),
         "unparsed_items": [i for i, s in enumerate(scores) if s is None],
-        "judge": judge.describe(prompt="mmhal_rubric", **settings, **summarise_answers(replies),
-                                served_model_mismatch=len(mismatched)),
+        "judge": judge.describe(prompt="mmhal_rubric" if template is None else template.source, **settings,
+                                **summarise_answers(replies), served_model_mismatch=len(mismatched)),
         "generation": generation,
+        "protocol": protocol,
+        "scoring": {"protocol": protocol, "judge": judge.identity,
+                    "prompt_source": template.source if template is not None else "project rubric (mmhal.RUBRIC)",
+                    "prompt_sha256": (template or Template(RUBRIC, "")).sha256,
+                    "parser": "rlaifv (substring 'rating: s', else 0)" if rlaifv
+                    else "strict (unique 'rating: s', else unparsed and excluded)",
+                    "comparability": judge_comparability("mmhal", judge.identity) if rlaifv else "project protocol"},
     }
     if keep_items:
         record["items"] = [{"index": i, "question_type": types[i], "question": item.get("question"),
-                            "answer": answers[i], "score": scores[i], "judge": replies[i].record()}
+                            "answer": answers[i], "score": scores[i], "score_strict": strict[i],
+                            "score_rlaifv": original[i], "judge": replies[i].record()}
                            for i, item in enumerate(items)]
     return record
 
@@ -191,9 +242,13 @@ def evaluate_mmhal(items: Sequence[dict], answers: Sequence[str], judge: JudgeCl
 def run_mmhal(questions: str | os.PathLike, judge: JudgeClient, *, backend: Backend | None = None,
               answers: str | os.PathLike | Sequence[dict] | None = None,
               settings: GenerationSettings = EVAL_SETTINGS, data_root: str | os.PathLike | None = None,
-              keep_items: bool = True) -> dict:
-    """Load the questions, get answers (generated, read, or the template's model_answer), judge."""
+              keep_items: bool = True, protocol: str = "project", original=None) -> dict:
+    """Load the questions, get answers (generated, read, or the template's model_answer), judge.
+    protocol="rlaifv" reads the judge template through `original` (eval.data: rlaifv_repo / mmhal_judge_prompt)
+    before any answer is generated."""
     items = read_rows(questions)
+    template = (read_template(original_file(original, "mmhal_judge_prompt"), "mmhal_judge_prompt")
+                if protocol == "rlaifv" else None)
     if backend is not None:
         texts = generate_answers(backend, items, settings, data_root)
         generation = generated_record(backend, settings)
@@ -212,4 +267,5 @@ def run_mmhal(questions: str | os.PathLike, judge: JudgeClient, *, backend: Back
         generation = {"source": f"{questions} (model_answer)", "settings": None}
     else:
         raise ValueError("give a backend, an answers file, or a template with model_answer filled in")
-    return evaluate_mmhal(items, texts, judge, generation=generation, keep_items=keep_items)
+    return evaluate_mmhal(items, texts, judge, generation=generation, keep_items=keep_items, protocol=protocol,
+                          template=template)

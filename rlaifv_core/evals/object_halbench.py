@@ -22,6 +22,12 @@ Hall" /100) = hallucinated mentions / mentions (mentions de-duplicated by lemma 
 synonyms of one class count twice); recall = Σ distinct correctly named classes / Σ GT classes;
 words_per_answer. Generation settings default to the original: beam 3, temperature 0, 1024 tokens.
 
+`protocol="rlaifv"` scores as the original does (chair_rlaifv.py: its synonym file, lemmatizer, double
+words, both mention-counting paths, answers of ≤ 3 words not sent to the judge, its reply parser; the
+extraction prompt from the user's file when given). Every record says `protocol`, and `scoring` names
+the judge, the prompt's sha256, the parser and the synonym table. An image whose ground truth is
+empty is an error naming the COCO files (never an all-hallucinated score).
+
 The helpers every benchmark shares (rows, images, answer alignment, records) are in common.py.
 """
 
@@ -39,6 +45,7 @@ from ..backends.base import Backend, GenerationSettings
 from .coco import coco_classes_in, coco_phrase_mentions, canonical_class, extract_coco_mentions
 from .common import EVAL_SETTINGS, align_answers, generate_answers, generated_record, given_record, read_rows
 from .judge import JudgeClient, JudgeRequest, summarise_answers
+from .original import Template, judge_comparability, original_file, read_template
 
 # The original extraction prompt (eval_gpt_obj_halbench.py), one system-role message. The only
 # change: the original asks for an "empty JSON list ()"; it is "[]" here (both are parsed).
@@ -97,6 +104,15 @@ def _classes_by_image(kind: str, path: str, mtime_ns: int) -> dict[int, frozense
     return {image_id: frozenset(classes) for image_id, classes in table.items()}
 
 
+def check_truth(truth: dict[int, set[str]], image_ids: Iterable, files: Sequence) -> None:
+    """Every benchmark image has a non-empty ground truth, else ValueError naming the files read."""
+    empty = sorted({coco_image_id(i) for i in image_ids if not truth.get(coco_image_id(i))})
+    if empty:
+        shown = ", ".join(str(f) for f in files) or "no COCO files given"
+        raise ValueError(f"no COCO ground truth for {len(empty)} benchmark images (e.g. {empty[:5]}) in {shown}: "
+                         f"wrong files (val2014 and train2014 instances/captions?) or wrong image ids")
+
+
 def load_coco_ground_truth(instances: str | os.PathLike | Iterable[str | os.PathLike] = (),
                            captions: str | os.PathLike | Iterable[str | os.PathLike] = (),
                            image_ids: Iterable[int] | None = None) -> dict[int, set[str]]:
@@ -110,6 +126,8 @@ def load_coco_ground_truth(instances: str | os.PathLike | Iterable[str | os.Path
     truth: dict[int, set[str]] = {i: set() for i in wanted} if wanted is not None else {}
     for kind, files in (("instances", paths(instances)), ("captions", paths(captions))):
         for path in files:
+            if not Path(path).is_file():
+                raise FileNotFoundError(f"{path}: no such COCO {kind} file")
             table = _classes_by_image(kind, str(Path(path).resolve()), Path(path).stat().st_mtime_ns)
             for image_id, classes in table.items():
                 if wanted is None or image_id in wanted:
@@ -149,14 +167,44 @@ def parse_object_list(text: str) -> list[str] | None:
     return None
 
 
-def extraction_messages(question: str, answer: str) -> list[dict]:
-    return [{"role": "system", "content": EXTRACTION_PROMPT.format(question=question, answer=answer)}]
+def extraction_messages(question: str, answer: str, template: Template | None = None) -> list[dict]:
+    """One system message: the project's copy of the original prompt, or a user template filled as the
+    original fills it ("{question}" then "{answer}" replaced)."""
+    if template is None:
+        return [{"role": "system", "content": EXTRACTION_PROMPT.format(question=question, answer=answer)}]
+    return [{"role": "system", "content": template.text.replace("{question}", question).replace("{answer}", answer)}]
+
+
+def _scoring(protocol: str, judge: JudgeClient | None, template: Template | None, parser: str, chair,
+             skip_short_words: int) -> dict:
+    """What a score was computed with: protocol, judge identity, prompt hash, parser, synonym table."""
+    import hashlib
+
+    out: dict[str, Any] = {"protocol": protocol, "skip_short_words": skip_short_words}
+    if judge is None:
+        out.update(judge="llm-free", extractor="free text")
+    else:
+        text = template.text if template is not None else EXTRACTION_PROMPT
+        out.update(judge=judge.identity, extractor="llm judge", parser=parser,
+                   prompt_source=template.source if template is not None else "project (the original's, [] for ())",
+                   prompt_sha256=hashlib.sha256(text.encode("utf-8")).hexdigest())
+    if chair is not None:
+        from .chair_rlaifv import tagger_name, tokenizer_name
+
+        out.update(synonyms=chair.source, tokenizer=tokenizer_name(), lemmatizer="nltk WordNetLemmatizer",
+                   judge_name_tagger=tagger_name() if judge is not None else None,
+                   comparability=judge_comparability("object_halbench", judge.identity if judge else None)
+                   if judge is not None else "free-text path: no judge")
+    else:
+        out.update(synonyms="project (coco_classes.py)", dedupe="by class")
+    return out
 
 
 # -- scoring ------------------------------------------------------------------------------------------
 def chair_metrics(truths: Sequence[set[str]], mentions: Sequence[Sequence[tuple[str, str]]],
-                  answers: Sequence[str]) -> dict:
-    """CHAIR over scored answers. mentions[i] = [(mention key, class), …] (already de-duplicated)."""
+                  answers: Sequence[str], word_split: str | None = None) -> dict:
+    """CHAIR over scored answers. mentions[i] = [(mention key, class), …], each one counted (de-duplicated
+    as the protocol does it). Words per answer: `answer.split(word_split)` (the original: split(" "))."""
     n = len(truths)
     hallucinating = with_mention = total = hallucinated = correct = gt_total = words = 0
     for truth, found, answer in zip(truths, mentions, answers, strict=True):
@@ -167,7 +215,7 @@ def chair_metrics(truths: Sequence[set[str]], mentions: Sequence[Sequence[tuple[
         hallucinated += len(wrong)
         correct += len({cls for _, cls in found if cls in truth})
         gt_total += len(truth)
-        words += len(answer.split())
+        words += len(answer.strip().split(word_split) if word_split else answer.split())
     chair_s_refine = hallucinating / max(with_mention, 1)
     chair_i = hallucinated / max(total, 1)
     return {
@@ -188,26 +236,45 @@ def chair_metrics(truths: Sequence[set[str]], mentions: Sequence[Sequence[tuple[
 
 
 def evaluate_object_halbench(items: Sequence[dict], answers: Sequence[str], truth: dict[int, set[str]], *,
-                             judge: JudgeClient | None = None, skip_short_words: int = 0,
-                             generation: dict | None = None, keep_items: bool = True) -> dict:
+                             judge: JudgeClient | None = None, skip_short_words: int | None = None,
+                             generation: dict | None = None, keep_items: bool = True, protocol: str = "project",
+                             chair=None, extraction_prompt: Template | None = None) -> dict:
     """Score answers (one per item) against the GT classes of each item's image.
 
     judge=None: LLM-free extraction. With a judge: the original extraction prompt; answers of
-    ≤ skip_short_words words skip the judge with an empty list (the original used 3; 0 = never).
+    ≤ skip_short_words words skip the judge with an empty list (default: 0 = never under protocol
+    project, 3 under rlaifv, as the original). protocol="rlaifv" needs `chair` (chair_rlaifv.OriginalChair).
     """
     if len(items) != len(answers):
         raise ValueError(f"{len(answers)} answers for {len(items)} items")
+    if protocol not in ("project", "rlaifv"):
+        raise ValueError(f"unknown protocol {protocol!r} (project, rlaifv)")
+    rlaifv = protocol == "rlaifv"
+    if rlaifv and chair is None:
+        raise ValueError("protocol rlaifv needs the original's synonyms (chair_rlaifv.OriginalChair)")
+    if skip_short_words is None:
+        skip_short_words = 3 if rlaifv else 0
+    if rlaifv:  # the original's answer loader strips "Assistant:"
+        answers = [a.replace("Assistant:", "").strip() for a in answers]
     image_ids = [coco_image_id(item["image_id"]) for item in items]
     missing = [i for i in image_ids if i not in truth]
     if missing:
         raise ValueError(f"no COCO ground truth for {len(missing)} images (e.g. {missing[:3]})")
+    if rlaifv:
+        from .chair_rlaifv import parse_object_list_original
+
+        parse, parser_name = parse_object_list_original, "rlaifv (```json block, else the last line with '[\"')"
+    else:
+        parse, parser_name = parse_object_list, "project (JSON or Python list, [] and () empty)"
+    template = extraction_prompt
 
     per_item: list[dict] = []
     found: list[list[tuple[str, str]] | None] = []
     judge_answers = []
     if judge is None:
         for answer in answers:
-            found.append([(m.key, m.label) for m in extract_coco_mentions(answer)])
+            found.append(chair.caption_words(answer) if rlaifv
+                         else [(m.key, m.label) for m in extract_coco_mentions(answer)])
             per_item.append({})
     else:
         requests, slots = [], []
@@ -219,19 +286,20 @@ def evaluate_object_halbench(items: Sequence[dict], answers: Sequence[str], trut
             found.append(None)
             per_item.append({})
             slots.append(i)
-            requests.append(JudgeRequest(extraction_messages(item.get("question", ""), answer),
-                                         parse_object_list, tag=i, **JUDGE_SETTINGS))
+            requests.append(JudgeRequest(extraction_messages(item.get("question", ""), answer, template),
+                                         parse, tag=i, **JUDGE_SETTINGS))
         judge_answers = judge.ask_many(requests)
         for i, reply in zip(slots, judge_answers):
             per_item[i]["judge"] = {"objects": reply.value, "parsed": reply.parsed, "raw": reply.raw,
                                     "attempts": reply.attempts, "errors": reply.errors,
                                     "served_model": reply.served_model}
             if reply.parsed:
-                found[i] = [(key, cls) for _, key, cls in coco_phrase_mentions(reply.value)]
+                found[i] = (chair.judge_words(reply.value) if rlaifv
+                            else [(key, cls) for _, key, cls in coco_phrase_mentions(reply.value)])
 
     scored = [i for i, f in enumerate(found) if f is not None]
     metrics = chair_metrics([truth[image_ids[i]] for i in scored], [found[i] for i in scored],
-                            [answers[i] for i in scored])
+                            [answers[i] for i in scored], word_split=" " if rlaifv else None)
     record: dict[str, Any] = {
         "benchmark": "object_halbench",
         "metrics": metrics,
@@ -244,6 +312,8 @@ def evaluate_object_halbench(items: Sequence[dict], answers: Sequence[str], trut
                                  skip_short_words=skip_short_words, **summarise_answers(judge_answers))
                   if judge is not None else "llm-free"),
         "generation": generation,
+        "protocol": protocol,
+        "scoring": _scoring(protocol, judge, template, parser_name, chair, skip_short_words),
     }
     if keep_items:
         rows = []
@@ -264,11 +334,34 @@ def run_object_halbench(bench: str | os.PathLike, instances: str | os.PathLike |
                         answers: str | os.PathLike | Sequence[dict] | None = None,
                         judge: JudgeClient | None = None, settings: GenerationSettings = EVAL_SETTINGS,
                         data_root: str | os.PathLike | None = None, limit: int | None = None,
-                        skip_short_words: int = 0, keep_items: bool = True) -> dict:
-    """Load the benchmark and COCO truth, get answers (generated or read), score them."""
+                        skip_short_words: int | None = None, keep_items: bool = True, protocol: str = "project",
+                        original=None) -> dict:
+    """Load the benchmark and COCO truth (an error before any model runs when a file is missing or an
+    image has no truth), get answers (generated or read), score them. protocol="rlaifv" reads the
+    original's files through `original` (eval.data: rlaifv_repo / coco_synonyms / objhal_extraction_prompt)."""
     items = read_rows(bench)[:limit] if limit else read_rows(bench)
     if backend is None and answers is None:
         raise ValueError("give a backend to generate answers or an answers file")
+    files = [*([instances] if isinstance(instances, (str, os.PathLike)) else list(instances or [])),
+             *([captions] if isinstance(captions, (str, os.PathLike)) else list(captions or []))]
+    chair, template = None, None
+    image_ids = [it["image_id"] for it in items]
+    if protocol == "rlaifv":
+        from .chair_rlaifv import OriginalChair
+
+        chair = OriginalChair.from_file(original_file(original, "coco_synonyms"))
+        if judge is not None and (getattr(original, "objhal_extraction_prompt", None)
+                                  or getattr(original, "rlaifv_repo", None)):
+            template = read_template(original_file(original, "objhal_extraction_prompt"), "objhal_extraction_prompt")
+        for path in files:
+            if not Path(path).is_file():
+                raise FileNotFoundError(f"{path}: no such COCO file")
+        inst = [instances] if isinstance(instances, (str, os.PathLike)) else list(instances or [])
+        caps = [captions] if isinstance(captions, (str, os.PathLike)) else list(captions or [])
+        truth = chair.ground_truth(inst, caps, [coco_image_id(i) for i in image_ids])
+    else:
+        truth = load_coco_ground_truth(instances, captions, image_ids)
+    check_truth(truth, image_ids, files)
     if backend is not None:
         texts = generate_answers(backend, items, settings, data_root)
         generation = generated_record(backend, settings)
@@ -280,6 +373,6 @@ def run_object_halbench(bench: str | os.PathLike, instances: str | os.PathLike |
         keys["image_id"] = [it["image_id"] for it in items]
         texts = align_answers(len(items), keys, rows, "object_halbench answers")
         generation = given_record(answers)
-    truth = load_coco_ground_truth(instances, captions, [it["image_id"] for it in items])
     return evaluate_object_halbench(items, texts, truth, judge=judge, skip_short_words=skip_short_words,
-                                    generation=generation, keep_items=keep_items)
+                                    generation=generation, keep_items=keep_items, protocol=protocol,
+                                    chair=chair, extraction_prompt=template)

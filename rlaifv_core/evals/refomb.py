@@ -22,6 +22,7 @@ counterparts), `unparsed` (every unparsed judgment with its raw reply), `judge`,
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import statistics
@@ -211,6 +212,12 @@ def evaluate_refomb(items: Sequence[dict], references: Sequence[str], answers: S
                                 overall_counts=overall["judge_counts"],
                                 trustworthiness_counts=trust["judge_counts"] if trust else None),
         "generation": generation,
+        "protocol": "project",
+        "scoring": {"protocol": "project", "judge": judge.identity,
+                    "prompt_sha256": hashlib.sha256(OVERALL_PROMPT.encode("utf-8")).hexdigest(),
+                    "trust_prompt_sha256": hashlib.sha256(TRUST_PROMPT.encode("utf-8")).hexdigest(),
+                    "parser": "first [[A]]/[[B]]/[[C]] (win 1, tie ½, loss 0)",
+                    "headline": f"both orders pooled, {repeats} repeats; trustworthiness judged against the description"},
     }
     if keep_items:
         rows = []
@@ -235,12 +242,12 @@ def _texts(items: Sequence[dict], source: str | os.PathLike | Sequence[dict], wh
     return align_answers(len(items), keys, rows, what)
 
 
-def run_refomb(items_path: str | os.PathLike, references: str | os.PathLike | Sequence[dict], judge: JudgeClient, *,
-               answers: str | os.PathLike | Sequence[dict] | None = None, backend: Backend | None = None,
-               settings: GenerationSettings = EVAL_SETTINGS, data_root: str | os.PathLike | None = None,
-               repeats: int = 3, trustworthiness: bool = True, keep_items: bool = True) -> dict:
-    """Load items and reference answers, get the model's answers (read, or generated from rows that
-    carry `image`/`image_path`; URLs are not fetched), and judge both passes."""
+def load_refomb(items_path: str | os.PathLike, references: str | os.PathLike | Sequence[dict], *,
+                answers: str | os.PathLike | Sequence[dict] | None = None, backend: Backend | None = None,
+                settings: GenerationSettings = EVAL_SETTINGS,
+                data_root: str | os.PathLike | None = None) -> tuple[list[dict], list[str], list[str], dict]:
+    """(items, reference texts, the model's answers, generation record): answers read, or generated from
+    rows that carry `image`/`image_path` (URLs are not fetched)."""
     items = read_rows(items_path)
     reference_texts = _texts(items, references, "refomb reference answers")
     if answers is not None:
@@ -251,5 +258,17 @@ def run_refomb(items_path: str | os.PathLike, references: str | os.PathLike | Se
         generation = generated_record(backend, settings)
     else:
         raise ValueError("give the model's answers (file) or a backend to generate them")
-    return evaluate_refomb(items, reference_texts, texts, judge, repeats=repeats, trustworthiness=trustworthiness,
-                           generation=generation, keep_items=keep_items)
+    return items, reference_texts, texts, generation
+
+
+def run_refomb(items_path: str | os.PathLike, references: str | os.PathLike | Sequence[dict], judge: JudgeClient, *,
+               answers: str | os.PathLike | Sequence[dict] | None = None, backend: Backend | None = None,
+               settings: GenerationSettings = EVAL_SETTINGS, data_root: str | os.PathLike | None = None,
+               repeats: int = 3, trustworthiness: bool = True, keep_items: bool = True) -> dict:
+    """Load items and reference answers, get the model's answers, and judge both passes (protocol project;
+    protocol rlaifv: refomb_rlaifv.run_refomb_rlaifv)."""
+    items, reference_texts, texts, generation = load_refomb(items_path, references, answers=answers, backend=backend,
+                                                            settings=settings, data_root=data_root)
+    record = evaluate_refomb(items, reference_texts, texts, judge, repeats=repeats, trustworthiness=trustworthiness,
+                             generation=generation, keep_items=keep_items)
+    return record
