@@ -121,7 +121,9 @@ def iterate(config: RunConfig = DEFAULT_CONFIG) -> dict:
 
 def write_summary(config: RunConfig, rows: list[dict]) -> dict:
     run_store = store_of(config.store)
-    summary = {"run": config.store.run_name, "iterations": rows, "final_policy": rows[-1].get("policy")}
+    warnings = [f"iteration {r['iteration']}: {w}" for r in rows for w in (r.get("pair_counts") or {}).get("warnings", [])]
+    summary = {"run": config.store.run_name, "iterations": rows, "final_policy": rows[-1].get("policy"),
+               "warnings": warnings}
     json_ref = run_store.write_json("summary.json", summary, schema="summary")
     png_ref = run_store.write_bytes("summary.png", summary_plot(rows, f"RLAIF-V: {config.store.run_name}"), schema="png")
     metric_names = [m for m in rows[0]["metrics"] if m.split(".", 1)[-1] in
@@ -136,6 +138,10 @@ def write_summary(config: RunConfig, rows: list[dict]) -> dict:
     create_table_artifact(key=artifact_key(config.store.run_name, "iterations"), table=table,
                           description="one row per iteration (0 = the starting policy)")
     markdown = summary_table_markdown(rows, metric_names)
+    if warnings:  # degenerate feedback is never a quiet Completed
+        markdown += "\n\n**WARNINGS**\n\n" + "\n".join(f"- {w}" for w in warnings)
+        for line in warnings:
+            print(f"WARNING: {line}")
     create_markdown_artifact(key=artifact_key(config.store.run_name, "summary"), markdown=markdown,
                              description="RLAIF-V run summary")
     print(markdown)

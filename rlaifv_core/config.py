@@ -69,11 +69,11 @@ class ModelSpec(_Section):
 
 class ModelsConfig(_Section):
     policy: ModelSpec = Field(
-        default_factory=lambda: ModelSpec(name_or_path="liuhaotian/llava-v1.5-7b"),
+        default_factory=lambda: ModelSpec(name_or_path="llava-hf/llava-1.5-7b-hf"),
         description="The model being aligned; iteration k samples from the policy selected at k-1.",
     )
     labeler: ModelSpec = Field(
-        default_factory=lambda: ModelSpec(name_or_path="openbmb/OmniLMM-12B"),
+        default_factory=lambda: ModelSpec(name_or_path="llava-hf/llava-v1.6-34b-hf"),
         description="The open-source VLM that answers the yes/no questions (P(yes) vs P(no)).",
     )
     splitter: ModelSpec = Field(
@@ -140,6 +140,10 @@ class JudgeConfig(_Section):
     )
     questions_per_batch: int = Field(
         64, description="Questions scored per forward pass on top of one shared image prefix."
+    )
+    low_mass_error: bool = Field(
+        True, description="Fail the judge stage when P(yes)+P(no) is low on (nearly) all its questions "
+        "(a labeler that does not answer yes/no); false: warn only (random-init test labelers).",
     )
 
 
