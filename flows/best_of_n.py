@@ -3,7 +3,7 @@
     python flows/best_of_n.py --reward-model runs/shapes/iter-1/checkpoints/step-40      # shapes world
     python flows/best_of_n.py --reward-model CKPT --reference shapes:policy --n 16 prompts.per_iteration=50
     python flows/best_of_n.py --config configs/llava15-7b.yaml --reward-model openbmb/RLAIF-V-7B \\
-        --reference liuhaotian/llava-v1.5-7b --method reward
+        --reference llava-hf/llava-1.5-7b-hf --method reward
 
 The candidates come from the configured policy (`models.policy`, any backend) with the configured
 sampling settings (`sampling.*`, n replaced by `--n`); the prompts from `prompts.*` (slice

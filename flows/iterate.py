@@ -197,7 +197,9 @@ def summary_markdown(config: RunConfig, rows: list[dict], metric_names: list[str
 
 def write_summary(config: RunConfig, rows: list[dict]) -> dict:
     run_store = store_of(config.store)
-    summary = {"run": config.store.run_name, "iterations": rows, "final_policy": rows[-1].get("policy")}
+    warnings = [f"iteration {r['iteration']}: {w}" for r in rows for w in (r.get("pair_counts") or {}).get("warnings", [])]
+    summary = {"run": config.store.run_name, "iterations": rows, "final_policy": rows[-1].get("policy"),
+               "warnings": warnings}
     json_ref = run_store.write_json("summary.json", summary, schema="summary")
     png = summary_plot(rows, f"RLAIF-V: {config.store.run_name}")
     png_ref = run_store.write_bytes("summary.png", png, schema="png")
@@ -207,8 +209,12 @@ def write_summary(config: RunConfig, rows: list[dict]) -> dict:
     links = {"summary (JSON)": json_ref.uri, "plot (PNG)": png_ref.uri,
              "final checkpoint": summary["final_policy"] or f"the starting policy ({config.models.policy.name_or_path})",
              "config": run_store.uri("config.json")}
-    create_markdown_artifact(key=artifact_key(config.store.run_name, "summary"),
-                             markdown=summary_markdown(config, rows, metric_names, png, links),
+    markdown = summary_markdown(config, rows, metric_names, png, links)
+    if warnings:  # degenerate feedback is never a quiet Completed
+        markdown += "\n\n**WARNINGS**\n\n" + "\n".join(f"- {w}" for w in warnings)
+        for line in warnings:
+            print(f"WARNING: {line}")
+    create_markdown_artifact(key=artifact_key(config.store.run_name, "summary"), markdown=markdown,
                              description="RLAIF-V run summary")
     print(summary_words(config, rows))
     print(summary_table_markdown(rows, metric_names))

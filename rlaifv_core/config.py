@@ -91,11 +91,11 @@ class ModelsConfig(_Section):
     model_config = _section("Models")
 
     policy: ModelSpec = Field(
-        default_factory=lambda: ModelSpec(name_or_path="liuhaotian/llava-v1.5-7b"),
+        default_factory=lambda: ModelSpec(name_or_path="llava-hf/llava-1.5-7b-hf"),
         title="Policy model", description="The model being aligned; iteration k samples from the policy selected at k-1.",
     )
     labeler: ModelSpec = Field(
-        default_factory=lambda: ModelSpec(name_or_path="openbmb/OmniLMM-12B"),
+        default_factory=lambda: ModelSpec(name_or_path="llava-hf/llava-v1.6-34b-hf"),
         title="Labeler model", description="The open-source VLM that answers the yes/no questions (P(yes) vs P(no)).",
     )
     splitter: ModelSpec = Field(
@@ -170,6 +170,10 @@ class JudgeConfig(_Section):
     )
     questions_per_batch: int = Field(
         64, ge=1, description="Questions scored per forward pass on top of one shared image prefix."
+    )
+    low_mass_error: bool = Field(
+        True, description="Fail the judge stage when P(yes)+P(no) is low on (nearly) all its questions "
+        "(a labeler that does not answer yes/no); false: warn only (random-init test labelers).",
     )
 
 

@@ -264,7 +264,7 @@ def tiny_config(store: Path, model_dir: Path, *more: str) -> dict:
     overrides = [f"store.url={store}", "store.run_name=deployed", "iteration.iterations=1", "prompts.per_iteration=4",
                  "sampling.n=4", "sampling.max_new_tokens=8", "sampling.shard_size=2", "dpo.batch_size=4",
                  "dpo.checkpoints_per_epoch=1", f"models.policy.name_or_path={model_dir}",
-                 f"models.labeler.name_or_path={model_dir}", "pairs.builder=paper", "pairs.length_balance=false",
+                 f"models.labeler.name_or_path={model_dir}", "judge.low_mass_error=false", "pairs.builder=paper", "pairs.length_balance=false",
                  "judge.threshold=0.51", "eval.shapes_scenes=4", "eval.max_new_tokens=8", "iteration.retry_delay_s=0",
                  *more]
     return load_config("configs/shapes.yaml", overrides).model_dump(mode="json")

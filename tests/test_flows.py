@@ -10,7 +10,7 @@ from rlaifv_core.config import load_config
 def _tiny_config(tmp_path, model_dir, **more):
     overrides = [f"store.url={tmp_path / 'runs'}", "store.run_name=t", "prompts.per_iteration=6", "sampling.n=3",
                  "sampling.max_new_tokens=8", "sampling.shard_size=4", f"models.policy.name_or_path={model_dir}",
-                 f"models.labeler.name_or_path={model_dir}", "pairs.builder=paper", "eval.shapes_scenes=8",
+                 f"models.labeler.name_or_path={model_dir}", "judge.low_mass_error=false", "pairs.builder=paper", "eval.shapes_scenes=8",
                  "eval.max_new_tokens=8", "iteration.retry_delay_s=0"] + [f"{k}={v}" for k, v in more.items()]
     return load_config("configs/shapes.yaml", overrides)
 
@@ -81,7 +81,7 @@ def test_cached_rerun_of_the_script_loads_no_model_libraries(prefect_server, tmp
 
     overrides = [f"store.url={tmp_path / 'runs'}", "store.run_name=t", "prompts.per_iteration=4", "sampling.n=2",
                  "sampling.max_new_tokens=8", f"models.policy.name_or_path={tiny_model_dir}",
-                 f"models.labeler.name_or_path={tiny_model_dir}"]
+                 f"models.labeler.name_or_path={tiny_model_dir}", "judge.low_mass_error=false"]
     probe = ("import json, runpy, sys; sys.argv = ['flows/generate.py', *sys.argv[1:]]; "
              "runpy.run_path('flows/generate.py', run_name='__main__'); "
              "print('LOADED', json.dumps([m for m in ('torch', 'transformers', 'spacy', 'pandas') if m in sys.modules]))")

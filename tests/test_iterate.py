@@ -22,7 +22,7 @@ def tiny_overrides(store: Path, model_dir: Path, run: str = "t") -> list[str]:
     return [f"store.url={store}", f"store.run_name={run}", "iteration.iterations=2", "prompts.per_iteration=8",
             "sampling.n=4", "sampling.max_new_tokens=10", "sampling.shard_size=8", "dpo.batch_size=4",
             "dpo.checkpoints_per_epoch=2", f"models.policy.name_or_path={model_dir}",
-            f"models.labeler.name_or_path={model_dir}", "pairs.builder=best_of_n", "pairs.length_balance=false",
+            f"models.labeler.name_or_path={model_dir}", "judge.low_mass_error=false", "pairs.builder=best_of_n", "pairs.length_balance=false",
             "eval.shapes_scenes=10", "eval.max_new_tokens=10", "iteration.retry_delay_s=0"]
 
 

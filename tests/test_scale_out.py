@@ -113,7 +113,7 @@ def tiny_overrides(store: Path, model_dir: Path) -> list[str]:
     # are rejected and pairs exist (a float that drifted between runners would flip verdicts).
     return [f"store.url={store}", "store.run_name=scale", "prompts.per_iteration=8", "sampling.n=4",
             "sampling.max_new_tokens=10", "sampling.shard_size=2", f"models.policy.name_or_path={model_dir}",
-            f"models.labeler.name_or_path={model_dir}", "pairs.builder=paper", "pairs.length_balance=false",
+            f"models.labeler.name_or_path={model_dir}", "judge.low_mass_error=false", "pairs.builder=paper", "pairs.length_balance=false",
             "judge.threshold=0.51", "iteration.retry_delay_s=0"]
 
 

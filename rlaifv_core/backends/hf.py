@@ -28,8 +28,9 @@ from ..fingerprints import folder_fingerprint
 from ..seeds import mix_seed
 from .base import Backend, ChatReply, GenerationSettings, VisualPrompt, YesNo
 from .sampler import sample_tokens
-from .templates import encode_texts, encode_with_answers, render_turn
-from .yesno import NO_WORDS, YES_WORDS, first_token_ids
+from .processors import load_processor
+from .templates import encode_texts, encode_with_answers, first_answer_token, render_turn, text_ids
+from .yesno import MassAlarm, tally, template_answer_ids
 
 log = logging.getLogger(__name__)
 
@@ -81,16 +82,32 @@ class HFBackend(Backend):
         model_type = getattr(model.config, "model_type", "")
         self.shared_prefix = model_type not in _MROPE_TYPES
         self._cache_kwarg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
-        self._yes_ids = first_token_ids(self.tokenizer, YES_WORDS)
-        self._no_ids = first_token_ids(self.tokenizer, NO_WORDS)
+        self._answer_ids: tuple[list[int], list[int]] | None = None
+        #: counted low P(yes)+P(no) questions (logged past a share; the judge stage raises on nearly all)
+        self.yes_no_alarm = MassAlarm(name)
+
+    @property
+    def yes_no_ids(self) -> tuple[list[int], list[int]]:
+        """(yes ids, no ids): the first token of the assistant turn for each surface form, read from
+        this model's chat template (see backends/yesno.py)."""
+        if self._answer_ids is None:
+            def first(form: str):
+                return first_answer_token(self.processor, "Is there a cat?", form, with_image=self.is_vlm,
+                                          is_vlm=self.is_vlm, name=self.name)
+
+            yes, no = template_answer_ids(first)
+            if not yes or not no:
+                raise ValueError(f"{self.name}: no token of its chat template's assistant turn spells "
+                                 f"yes/no (found yes {yes}, no {no}); it cannot be a labeler")
+            self._answer_ids = (yes, no)
+        return self._answer_ids
 
     # -- loading --------------------------------------------------------------------------------
     @classmethod
     def from_spec(cls, spec, path: str | os.PathLike | None = None) -> "HFBackend":
         """Load `spec.name_or_path` (or an explicit local `path`: `rlaifv_core.models` passes the folder
         a schemed name such as `shapes:policy` stands for). Safetensors only."""
-        from transformers import (AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText,
-                                  AutoProcessor, AutoTokenizer)
+        from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText, AutoTokenizer
         from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
 
         source = str(path or spec.name_or_path)
@@ -112,7 +129,7 @@ class HFBackend(Backend):
         is_vlm = config.model_type in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
         model_cls = AutoModelForImageTextToText if is_vlm else AutoModelForCausalLM
         model = model_cls.from_pretrained(source, dtype=dtype, use_safetensors=True, **common).to(device)
-        processor = (AutoProcessor if is_vlm else AutoTokenizer).from_pretrained(source, **common)
+        processor = load_processor(source, **common) if is_vlm else AutoTokenizer.from_pretrained(source, **common)
         tokenizer = getattr(processor, "tokenizer", processor)
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
@@ -202,10 +219,13 @@ class HFBackend(Backend):
                 return out.scatter(-1, noisy[:, None].to(scores.device), 0.0)
 
         n = settings.n
-        expanded = {k: (v.repeat_interleave(n, dim=0) if torch.is_tensor(v) and v.shape[0] == num_prompts else v)
-                    for k, v in batch.items()}
-        prompt_len = expanded["input_ids"].shape[1]
-        generated = self.model.generate(**expanded, do_sample=False, num_beams=1, max_new_tokens=settings.max_new_tokens,
+        prompt_len = batch["input_ids"].shape[1]
+        # The model expands its own inputs for the n samples (num_return_sequences): pixel_values,
+        # image_grid_thw, image sizes … each in its own layout (Qwen2-VL's are flattened patches).
+        # Rows come out prompt-major, as row_seeds are. The processor leaves one token at 0 and all
+        # others at -inf, so "sampling" (temperature 1, no top-k/p) picks exactly that token.
+        generated = self.model.generate(**batch, do_sample=True, temperature=1.0, top_k=0, top_p=1.0, num_beams=1,
+                                        num_return_sequences=n, max_new_tokens=settings.max_new_tokens,
                                         logits_processor=LogitsProcessorList([_SeededGumbel()]),
                                         pad_token_id=self.tokenizer.pad_token_id)
         return self._decode_rows(generated[:, prompt_len:], num_prompts, n)
@@ -231,28 +251,33 @@ class HFBackend(Backend):
 
     # -- yes/no scoring -------------------------------------------------------------------------
     def _yes_no_from_logits(self, logits: torch.Tensor) -> list[YesNo]:
-        probs = logits.float().softmax(-1)
-        result = []
-        for row in probs:
-            parts = {self.tokenizer.decode([i]): float(row[i]) for i in self._yes_ids + self._no_ids}
-            result.append(YesNo(p_yes=float(row[self._yes_ids].sum()), p_no=float(row[self._no_ids].sum()), parts=parts))
-        return result
+        yes, no = self.yes_no_ids
+        ids = yes + no
+        texts = self.tokenizer.convert_ids_to_tokens(ids)
+        probs = logits.float().softmax(-1)[:, ids].tolist()
+        return [tally(zip(texts, row)) for row in probs]
 
     @torch.inference_mode()
     def yes_no(self, image: Image.Image | None, questions: Sequence[str]) -> list[YesNo]:
-        """P(yes)+P(Yes) vs P(no)+P(No) of the first answer token, softmax over the vocabulary."""
-        if not questions:
-            return []
+        """P(yes) vs P(no) of the first answer token (the template's yes/no forms, softmax over the
+        vocabulary); low P(yes)+P(no) is counted in `yes_no_alarm`."""
+        results = self._yes_no(image, questions) if questions else []
+        self.yes_no_alarm.record(results)
+        return results
+
+    def _yes_no(self, image, questions: Sequence[str]) -> list[YesNo]:
         texts = [self.render(q, with_image=image is not None) for q in questions]
         if not self.shared_prefix:
             return self.yes_no_reference(image, questions, batched=True)
-        ids = [self.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+        ids = [text_ids(self.tokenizer, t) for t in texts]
         common = 0
         while all(len(seq) > common + 1 and seq[common] == ids[0][common] for seq in ids):
             common += 1
         prefix_text_ids = ids[0][:common]
         # Encode the shared prefix (system text + image) once; every question reuses its cache.
         prefix_text = self.tokenizer.decode(prefix_text_ids, skip_special_tokens=False)
+        if text_ids(self.tokenizer, prefix_text) != prefix_text_ids:  # does not re-tokenize to itself
+            return self.yes_no_reference(image, questions, batched=True)
         prefix = self.encode([prefix_text], [image], padding_side="left")
         if image is not None and self.is_vlm and not self._prefix_holds_image(prefix, texts[0], image):
             return self.yes_no_reference(image, questions, batched=True)
@@ -318,7 +343,7 @@ class HFBackend(Backend):
         return out
 
     def encode_with_answers(self, prompts: Sequence[VisualPrompt], answers: Sequence[str]):
-        return encode_with_answers(self.processor, prompts, answers, self.device, self.is_vlm)
+        return encode_with_answers(self.processor, prompts, answers, self.device, self.is_vlm, name=self.name)
 
     # -- text chat (splitter / rewriter roles) ----------------------------------------------------
     @torch.inference_mode()

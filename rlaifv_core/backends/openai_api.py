@@ -15,7 +15,8 @@ retried. The API key is read from the environment variable the spec *names*; it 
 
 Batches of requests run on a thread pool of `spec.max_concurrency` workers. Images travel as PNG
 base64 data URLs (lossless). yes/no probabilities come from the first answer token's
-`top_logprobs` (20, the API maximum): a surface form outside the server's top 20 counts as 0.
+`top_logprobs` (20, the API maximum), counted by the same rule as the in-process backend
+(`backends/yesno.py`): a surface form outside the server's top 20 counts as 0.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from typing import Callable, Sequence
 from PIL import Image
 
 from .base import Backend, ChatReply, EndpointError, GenerationSettings, VisualPrompt, YesNo
-from .yesno import NO_WORDS, YES_WORDS, surface_word
+from .yesno import MassAlarm, tally
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +123,8 @@ class OpenAIBackend(Backend):
         self._pool: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
         self._warned: set[str] = set()
+        #: counted low P(yes)+P(no) questions (logged past a share; the judge stage raises on nearly all)
+        self.yes_no_alarm = MassAlarm(f"{model} at {base_url}")
         self.fingerprint = f"openai:{base_url}:{model}"
         self.identity = {
             "backend": "openai",
@@ -285,7 +288,7 @@ class OpenAIBackend(Backend):
         return self._map(one, list(zip(prompts, seeds)))
 
     def yes_no(self, image: Image.Image | None, questions: Sequence[str]) -> list[YesNo]:
-        """One greedy one-token request per question; P(yes)+P(Yes) and P(no)+P(No) from its top 20."""
+        """One greedy one-token request per question; P(yes) and P(no) from its top 20 (backends/yesno.py)."""
         data_url = image_data_url(image) if image is not None else None
 
         def one(question: str) -> YesNo:
@@ -299,7 +302,9 @@ class OpenAIBackend(Backend):
             )
             return self._yes_no_from(response)
 
-        return self._map(one, list(questions))
+        results = self._map(one, list(questions))
+        self.yes_no_alarm.record(results)
+        return results
 
     def _yes_no_from(self, response) -> YesNo:
         logprobs = getattr(response.choices[0], "logprobs", None)
@@ -310,19 +315,9 @@ class OpenAIBackend(Backend):
                 "returns `logprobs`/`top_logprobs` for chat completions (vLLM, llama.cpp server and OpenAI do)",
                 endpoint=self.base_url, model=self.model, attempts=1,
             )
-        parts: dict[str, float] = {}
-        p_yes = p_no = 0.0
-        for alt in content[0].top_logprobs:
-            word = surface_word(alt.token)
-            if word not in YES_WORDS and word not in NO_WORDS:
-                continue
-            p = math.exp(alt.logprob)
-            parts[alt.token] = parts.get(alt.token, 0.0) + p
-            if word in YES_WORDS:
-                p_yes += p
-            else:
-                p_no += p
-        return YesNo(p_yes=p_yes, p_no=p_no, parts=parts)
+        # the same rule as the in-process backend (backends/yesno.py): a token counts when its text is a
+        # whole surface form ("yes", "Yes", " yes", " Yes", a word-start marker read as the space)
+        return tally((alt.token, math.exp(alt.logprob)) for alt in content[0].top_logprobs)
 
     def answer_logprobs(self, prompts: Sequence[VisualPrompt], answers: Sequence[str]) -> list[list[float]]:
         raise NotImplementedError(

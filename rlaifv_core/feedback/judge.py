@@ -8,6 +8,10 @@ of the first answer token (a tie is a rejection, as in the original). Score = âˆ
 All questions about one image go to the labeler in one call, so the image and prompt prefix are
 encoded once and shared (see HFBackend.yes_no). An answer with no claims keeps its row: score 0
 and `zero_claims=True`, counted, never silently dropped. Probabilities are kept.
+
+P(yes)+P(no) is watched (backends/yesno.py `MassAlarm`): low on a share of questions is a logged,
+counted warning; low on (nearly) all of a stage's questions is a `YesNoMassError`: a labeler that
+does not answer yes/no would otherwise read as a confident "no" on every claim.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from typing import Callable
 import pandas as pd
 
 from ..backends.base import Backend, YesNo
+from ..backends.yesno import MassAlarm
 from ..images import decode_image
 from ..backends.oom import run_with_oom_backoff
 
@@ -38,11 +43,13 @@ def judge_candidates(labeler: Backend, prompts: pd.DataFrame, claims: pd.DataFra
     prompt_records = prompts.set_index("prompt_id").to_dict("index")
     rows = []
     groups = list(claims.groupby("prompt_id", sort=True))
+    alarm = MassAlarm(str((getattr(labeler, "identity", None) or {}).get("model") or type(labeler).__name__))
     for done, (prompt_id, group) in enumerate(groups, start=1):
         record = {**prompt_records[prompt_id], "prompt_id": prompt_id}
         image = decode_image(record).image
         questions = [q + config.question_suffix for qs in group["questions"] for q in qs]
         probabilities = run_with_oom_backoff(labeler, lambda: labeler.yes_no(image, questions)) if questions else []
+        alarm.record(probabilities)
         cursor = 0
         for row in group.itertuples():
             count = len(row.questions)
@@ -57,4 +64,6 @@ def judge_candidates(labeler: Backend, prompts: pd.DataFrame, claims: pd.DataFra
             })
         if progress:
             progress(done, len(groups))
+    if getattr(config, "low_mass_error", True):
+        alarm.check()
     return pd.DataFrame(rows, columns=VERDICT_COLUMNS)

@@ -22,12 +22,17 @@ Every decision is counted: the returned `counts` say how many pairs were conside
 dropped one was dropped. Answers whose splitting failed, and empty answers (an empty text would
 otherwise win every pair as "no claim, no hallucination"), are never a side of a pair
 (`skipped_split_failure`, `skipped_empty_answer`).
+
+Degenerate feedback is never quiet: 0 pairs, or a labeler that accepts (or rejects) nearly every
+claim (`DEGENERATE_SHARE`), puts a line in `counts["warnings"]` (with the counts) and logs it as a
+warning; the run summary repeats it.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import logging
 import random
 from collections import Counter
 from typing import Sequence
@@ -36,6 +41,12 @@ import pandas as pd
 
 from .. import plugins
 from ..seeds import mix_seed
+
+log = logging.getLogger(__name__)
+
+#: a labeler accepting (or rejecting) at least this share of ≥ MIN_VERDICTS claims is degenerate
+DEGENERATE_SHARE = 0.98
+MIN_VERDICTS = 20
 
 PAIR_COLUMNS = ["ds_name", "image", "question", "chosen", "rejected", "origin_dataset", "origin_split", "idx",
                 "image_path"]
@@ -92,7 +103,11 @@ def build_pairs(scored: pd.DataFrame, prompts: pd.DataFrame, config, *, policy_i
         for kind, chosen, rejected in made:
             rows.append(_pair_row(prompts.loc[prompt_id], kind, chosen, rejected, policy_id, labeler_id, ds_name))
     frame = pd.DataFrame(rows)
+    verdicts = [bool(a) for accepted in scored.get("accepted", []) for a in (accepted if accepted is not None else [])]
+    counts["verdicts"], counts["verdicts_accepted"] = len(verdicts), sum(verdicts)
     if frame.empty:
+        counts["pairs"] = 0
+        counts["warnings"] = feedback_warnings(counts)
         return pd.DataFrame(columns=PAIR_COLUMNS + PROVENANCE_COLUMNS), dict(counts)
     counts["before_length_balance"] = len(frame)
     if config.length_balance:
@@ -101,8 +116,28 @@ def build_pairs(scored: pd.DataFrame, prompts: pd.DataFrame, config, *, policy_i
         counts["length_balance_ratio"] = ratio
         frame = frame[keep].reset_index(drop=True)
     counts["pairs"] = len(frame)
+    counts["warnings"] = feedback_warnings(counts)
     frame["idx"] = [f"{row.prompt_id}-{i}" for i, row in enumerate(frame.itertuples())]
     return frame, dict(counts)
+
+
+def feedback_warnings(counts) -> list[str]:
+    """Loud lines for degenerate feedback (0 pairs; a labeler accepting/rejecting nearly everything),
+    each logged as a warning."""
+    warnings = []
+    total, accepted = counts.get("verdicts", 0), counts.get("verdicts_accepted", 0)
+    if total >= MIN_VERDICTS and accepted >= DEGENERATE_SHARE * total:
+        warnings.append(f"the labeler accepted {accepted} of {total} claims: it is not discriminating "
+                        "(check its yes/no tokens and P(yes)+P(no))")
+    if total >= MIN_VERDICTS and total - accepted >= DEGENERATE_SHARE * total:
+        warnings.append(f"the labeler rejected {total - accepted} of {total} claims: it is not discriminating "
+                        "(check its yes/no tokens and P(yes)+P(no))")
+    if not counts.get("pairs"):
+        warnings.append(f"0 preference pairs from {counts.get('prompts', 0)} prompts ({total} claim verdicts, "
+                        f"{accepted} accepted): this iteration trains on nothing")
+    for line in warnings:
+        log.warning("pairs: %s", line)
+    return warnings
 
 
 def pair_builder(name: str):

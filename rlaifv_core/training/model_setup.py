@@ -3,11 +3,20 @@
     from rlaifv_core.training import load_training_model, freeze_vision_tower, lora_target_modules
     model, processor = load_training_model("runs/…/policy", config.dpo)
     freeze_vision_tower(model)           # full fine-tuning: language model + projector train
+    projector_prefixes(model)            # ['model.multi_modal_projector'] (LLaVA), ['model.visual.merger'] (Qwen2-VL)
     lora_target_modules(model)           # LoRA: every linear layer of the language model only
 
 Precision: float32 weights with bf16 autocast on a bf16 GPU, plain float32 on the CPU, or pure
 bf16 weights (`dpo.dtype: bfloat16`); the reference pass uses the same, so its log-probs are the
 numbers training would compute. `dpo.quantization: 4bit` (QLoRA) needs bitsandbytes and a GPU.
+
+Loading goes through the policy's `ModelSpec` when one is given (`trust_remote_code`, `revision`;
+the weights' dtype is the training precision above, `dpo.dtype`) and through the same processor
+loader as the backends (`load_processor`: Qwen2-VL-family processors without torchvision).
+
+The projector trains wherever the architecture puts it: a top-level module (LLaVA's
+`multi_modal_projector`, Idefics3's `connector`) or nested inside the vision module (Qwen2-VL's
+`visual.merger`); `freeze_vision_tower` freezes the vision encoder but not a projector inside it.
 """
 
 from __future__ import annotations
@@ -18,7 +27,8 @@ from typing import Any, Iterable, Sequence
 from ..config import DPOConfig
 
 VISION_MODULE_NAMES = ("vision_tower", "visual", "vision_model", "vpm", "vision_encoder", "image_encoder")
-PROJECTOR_MODULE_NAMES = ("multi_modal_projector", "mm_projector", "resampler", "vision_resampler", "connector")
+PROJECTOR_MODULE_NAMES = ("multi_modal_projector", "mm_projector", "resampler", "vision_resampler", "connector",
+                          "merger")
 
 
 def _torch():
@@ -41,19 +51,24 @@ def precision(dpo: DPOConfig) -> tuple[Any, bool]:
     return torch.float32, bf16
 
 
-def load_training_model(model_dir: str | os.PathLike, dpo: DPOConfig, *, quantize: bool = False):
-    """(model, processor) from a local safetensors folder (or hub id / `shapes:` name)."""
-    from transformers import AutoModelForImageTextToText, AutoProcessor
+def load_training_model(model_dir: str | os.PathLike, dpo: DPOConfig, *, quantize: bool = False, spec=None):
+    """(model, processor) from a local safetensors folder (or hub id / `shapes:` name); `spec` (the
+    role's ModelSpec) supplies trust_remote_code and revision."""
+    from transformers import AutoModelForImageTextToText
 
+    from ..backends.processors import load_processor
     from ..models.schemes import resolve_model_path
 
     source = resolve_model_path(str(model_dir))
     dtype, _ = precision(dpo)
-    kwargs: dict[str, Any] = {"dtype": dtype, "use_safetensors": True}
+    common: dict[str, Any] = {"trust_remote_code": bool(getattr(spec, "trust_remote_code", False))}
+    if getattr(spec, "revision", None) and str(spec.name_or_path) == str(model_dir):
+        common["revision"] = spec.revision  # a revision names a hub commit, not a local checkpoint
+    kwargs: dict[str, Any] = {"dtype": dtype, "use_safetensors": True, **common}
     if quantize:
         kwargs.update(_quantization_kwargs())
     model = AutoModelForImageTextToText.from_pretrained(source, **kwargs)
-    processor = AutoProcessor.from_pretrained(source)
+    processor = load_processor(source, **common)
     tokenizer = processor.tokenizer
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -93,11 +108,19 @@ def vision_tower_parameters(model) -> dict[str, Any]:
     return {n: p for n, p in model.named_parameters() if any(n.startswith(f"{x}.") for x in prefixes)}
 
 
+def projector_prefixes(model) -> list[str]:
+    """Module names of the projector(s) between vision and language model, wherever they sit."""
+    return _top_level((n for n, _ in model.named_modules()), PROJECTOR_MODULE_NAMES)
+
+
 def freeze_vision_tower(model) -> int:
-    """Everything trainable except the vision tower (the original's LLM + projector). Returns the
-    number of frozen parameters."""
+    """Everything trainable except the vision tower (the original's LLM + projector; a projector nested
+    in the vision module, as Qwen2-VL's `visual.merger`, trains too). Returns the number of frozen
+    parameters."""
     model.requires_grad_(True)
-    frozen = vision_tower_parameters(model)
+    projectors = projector_prefixes(model)
+    frozen = {n: p for n, p in vision_tower_parameters(model).items()
+              if not any(n.startswith(f"{x}.") for x in projectors)}
     for param in frozen.values():
         param.requires_grad_(False)
     return sum(p.numel() for p in frozen.values())

@@ -26,7 +26,7 @@ def compute_reference_logps(reference_model_dir: str | os.PathLike, pairs_frame:
                             dpo: DPOConfig | None = None, batch_size: int | None = None,
                             data_root: str | None = None, device: str | None = None,
                             progress: Callable[[int, int], None] | None = None, model=None,
-                            processor=None) -> pd.DataFrame:
+                            processor=None, spec=None) -> pd.DataFrame:
     """Summed and per-token log-probs of every pair's chosen and rejected answer under the reference
     model, computed as TRL's `DPOTrainer.compute_ref_log_probs` does (same collator, labels and fused
     LM head, same precision as training). One row per pair, in order: pair_key, ref_chosen_logps,
@@ -39,7 +39,7 @@ def compute_reference_logps(reference_model_dir: str | os.PathLike, pairs_frame:
     dpo = dpo or DPOConfig()
     batch_size = batch_size or dpo.ref_batch_size
     if model is None:
-        model, processor = load_training_model(reference_model_dir, dpo)
+        model, processor = load_training_model(reference_model_dir, dpo, spec=spec)
     device = torch.device(device or ("cuda" if has_cuda() else "cpu"))
     model.to(device).eval()
     if not getattr(model, "_rlaifv_fused_head", False):

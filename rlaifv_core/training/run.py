@@ -26,7 +26,7 @@ from typing import Any, Callable
 import pandas as pd
 from pydantic import BaseModel, Field
 
-from ..config import DPOConfig
+from ..config import DPOConfig, ModelSpec
 from ..models.lora import is_lora_adapter
 from .export import TRAINING_STATE_FILES
 from .model_setup import _torch, freeze_vision_tower, load_training_model, lora_config
@@ -51,6 +51,7 @@ class TrainJob(BaseModel):
     result_path: str | None = Field(None, description="Where the main process writes the TrainResult JSON.")
     resume: bool = Field(True, description="Resume from the latest complete checkpoint in output_dir.")
     trl_overrides: dict[str, Any] = Field(default_factory=dict, description="Extra TRL DPOConfig arguments.")
+    model_spec: ModelSpec | None = Field(None, description="The policy's spec: trust_remote_code and revision for loading.")
 
 
 class CheckpointInfo(BaseModel):
@@ -92,7 +93,10 @@ def latest_checkpoint(output_dir: str | os.PathLike) -> Path | None:
 
 
 def _job_identity(job: TrainJob) -> dict:
-    return job.model_dump(mode="json", exclude={"result_path", "resume"})
+    identity = job.model_dump(mode="json", exclude={"result_path", "resume"})
+    if identity.get("model_spec") is None:  # jobs written before the field existed stay resumable
+        identity.pop("model_spec", None)
+    return identity
 
 
 def _is_main_process() -> bool:
@@ -145,10 +149,11 @@ def train(job: TrainJob, *, pairs: pd.DataFrame | None = None, ref_logps: pd.Dat
     dataset = to_trl_dataset(pairs, data_root=job.data_root, ref_logps=ref_logps)
 
     def build(run_dpo: DPOConfig):
-        model, processor = load_training_model(job.model_dir, dpo, quantize=dpo.quantization == "4bit")
+        model, processor = load_training_model(job.model_dir, dpo, quantize=dpo.quantization == "4bit",
+                                               spec=job.model_spec)
         ref_model = None
         if ref_logps is None:
-            ref_model, _ = load_training_model(job.reference_dir, dpo)
+            ref_model, _ = load_training_model(job.reference_dir, dpo, spec=job.model_spec)
         peft_config = None
         if dpo.lora:
             peft_config = lora_config(dpo, model)
