@@ -184,7 +184,7 @@ def summary_markdown(config: RunConfig, rows: list[dict], metric_names: list[str
     recipe = (f"{config.iteration.iterations} iterations × {config.prompts.per_iteration} prompts "
               f"({config.prompts.source}), {config.sampling.n} samples per prompt, pairs: {config.pairs.builder}, "
               f"DPO β {config.dpo.beta} lr {config.dpo.learning_rate:g} for {config.dpo.epochs:g} epoch(s); "
-              f"selection: lowest {config.selection.metric} with {config.selection.tie_breaker} at most "
+              f"selection: lowest {config.selection.objective} with {config.selection.tie_breaker} at most "
               f"{config.selection.max_recall_drop:g} below the start")
     lines = [f"# RLAIF-V run {config.store.run_name}", "", summary_words(config, rows), "",
              summary_table_markdown(rows, metric_names), "",

@@ -11,14 +11,15 @@ No secret is a field: API keys are read from the environment variable a spec *na
 
 from __future__ import annotations
 
-import hashlib
-import json
 import sys
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from .config_base import _section, _Section
+from .eval_data import EvalData
 
 
 # Choices the run form offers (and a config file is checked against at load).
@@ -32,20 +33,6 @@ HallucinationMetric = Literal["chair_s", "chair_i", "chair_s_refine", "hallucina
                               "shapes.chair_s", "shapes.chair_i", "object_halbench.chair_s", "object_halbench.chair_i",
                               "object_halbench.chair_s_refine", "mmhal.hallucination_rate", "amber.chair", "amber.hal"]
 CoverageMetric = Literal["recall", "cover", "shapes.recall", "object_halbench.recall", "amber.cover"]
-
-
-def _section(title: str) -> ConfigDict:
-    """A section's settings; `title` is what the Prefect run form shows above it."""
-    return ConfigDict(extra="forbid", validate_assignment=True, title=title)
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-    def fingerprint(self) -> str:
-        """Stable hash of this section's values (used in cache keys)."""
-        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True)
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 class ModelSpec(_Section):
@@ -249,56 +236,6 @@ class DPOConfig(_Section):
     )
 
 
-class EvalData(_Section):
-    """Paths of the user-supplied benchmark files (`eval.data`); an unknown key is an error at load time.
-    Which benchmark reads which key: rlaifv_core/evals/external.py (`DATA_KEYS`)."""
-
-    model_config = _section("Benchmark data")
-
-    object_halbench: str | None = Field(None, description="Object HalBench questions (jsonl: image_id, question, image).")
-    coco_instances: str | None = Field(
-        None, description="COCO-2014 instances json files, comma-separated (e.g. instances_val2014.json,instances_train2014.json)."
-    )
-    coco_captions: str | None = Field(
-        None, description="COCO-2014 captions json files, comma-separated (e.g. captions_val2014.json,captions_train2014.json)."
-    )
-    image_root: str | None = Field(None, description="Image paths in the benchmark files resolve inside this folder.")
-    mmhal: str | None = Field(None, description="MMHal-Bench questions (json/jsonl in the answer-template format).")
-    refomb: str | None = Field(None, description="RefoMB items (jsonl with description / gt_description).")
-    refomb_references: str | None = Field(None, description="RefoMB reference answers (jsonl).")
-    amber_annotations: str | None = Field(None, description="AMBER annotations.json.")
-    amber_queries: str | None = Field(None, description="AMBER query file (generative and/or discriminative).")
-    amber_relation: str | None = Field(None, description="AMBER relation.json (optional).")
-    amber_safe_words: str | None = Field(None, description="AMBER safe_words.txt (optional).")
-    judge_cache: str | None = Field(None, description="Judge reply cache (jsonl); default .judge-cache.jsonl beside the data.")
-    rlaifv_repo: str | None = Field(
-        None,
-        description="The user's checkout of the original RLAIF-V repository: protocol rlaifv reads its synonym list "
-        "and judge prompts from there (eval/data/synonyms_refine.txt, eval/eval_gpt_obj_halbench.py, "
-        "eval/eval_gpt_mmhal.py, eval/eval_RefoMB_p0.py, eval/eval_hallucination.py) unless a key below names a file.",
-    )
-    coco_synonyms: str | None = Field(
-        None, description="Protocol rlaifv: the synonym list (synonyms_refine.txt format: a class, then its synonyms, "
-        "comma-separated, one class per line). Default: <rlaifv_repo>/eval/data/synonyms_refine.txt."
-    )
-    objhal_extraction_prompt: str | None = Field(
-        None, description="Protocol rlaifv: the Object HalBench extraction prompt ({question}, {answer}), a text file or "
-        "the original's .py. Default: <rlaifv_repo>/eval/eval_gpt_obj_halbench.py."
-    )
-    mmhal_judge_prompt: str | None = Field(
-        None, description="Protocol rlaifv: the MMHal-Bench judge template (four {} or {image_content} {question} "
-        "{gt_answer} {answer}), a text file or the original's .py. Default: <rlaifv_repo>/eval/eval_gpt_mmhal.py."
-    )
-    refomb_judge_prompt: str | None = Field(
-        None, description="Protocol rlaifv: the RefoMB comparison prompt ({description} {question} {answer_a} "
-        "{answer_b}), a text file or the original's .py. Default: <rlaifv_repo>/eval/eval_RefoMB_p0.py."
-    )
-    refomb_review_prompt: str | None = Field(
-        None, description="Protocol rlaifv: the RefoMB second-pass hallucination review prompt ({review}), a text file "
-        "or the original's .py. Default: <rlaifv_repo>/eval/eval_hallucination.py."
-    )
-
-
 class EvalConfig(_Section):
     model_config = _section("Evaluation")
 
@@ -334,6 +271,15 @@ class SelectionConfig(_Section):
     metric: HallucinationMetric = Field(
         "chair_s", title="Metric", description="Lower-is-better response-level hallucination metric to minimise."
     )
+    plus: list[HallucinationMetric] = Field(
+        default_factory=list, title="Added metrics", description="Further hallucination metrics added to the metric "
+        "before minimising, to select on several benchmarks (e.g. mmhal.hallucination_rate beside object_halbench.chair_s)."
+    )
+
+    @property
+    def objective(self) -> str:
+        """What selection minimises: the metric, or the sum `metric + plus…`."""
+        return " + ".join([self.metric, *self.plus])
     tie_breaker: CoverageMetric = Field("recall", title="Tie breaker", description="Higher-is-better metric that breaks ties.")
     max_recall_drop: float = Field(
         0.10, ge=0, le=1, description="Never select a checkpoint whose recall fell more than this (absolute)."

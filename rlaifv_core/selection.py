@@ -7,7 +7,8 @@
 flattened benchmark metrics ({"shapes.chair_s": …, "shapes.recall": …}). The rule: drop every
 candidate whose recall fell more than `max_recall_drop` below the baseline (the run's initial
 policy); among the rest take the lowest `metric`, ties broken by the highest `tie_breaker`, then
-by the earliest candidate (`metric` may be a sum, `a.x + b.y`, to select on two benchmarks). The starting policy competes when `include_start` is set, so an
+by the earliest candidate (`selection.plus` adds further metrics to `metric`, to select on several
+benchmarks: the objective is then `a.x + b.y`). The starting policy competes when `include_start` is set, so an
 iteration never selects something worse than what it started from by the rule's own measure.
 """
 
@@ -57,9 +58,10 @@ def select_checkpoint(scores: dict[str, dict[str, float]], config, baseline_reca
         fallback = "start" if "start" in scores else max(candidates, key=lambda n: metric_value(scores[n], config.tie_breaker))
         eligible = [fallback]
     order = {name: i for i, name in enumerate(candidates)}
-    chosen = min(eligible, key=lambda n: (round(metric_value(scores[n], config.metric), 9),
+    objective = getattr(config, "objective", config.metric)  # the metric, or metric + plus…
+    chosen = min(eligible, key=lambda n: (round(metric_value(scores[n], objective), 9),
                                           -metric_value(scores[n], config.tie_breaker), order.get(n, 0)))
-    rule = (f"min {config.metric}, ties by max {config.tie_breaker}, excluding {config.tie_breaker} drops > "
+    rule = (f"min {objective}, ties by max {config.tie_breaker}, excluding {config.tie_breaker} drops > "
             f"{config.max_recall_drop} below {baseline_recall if baseline_recall is not None else 'n/a'}; "
             f"start competes: {config.include_start}")
     return Selection(chosen=chosen, rule=rule, eligible=eligible, excluded=excluded, scores=scores)

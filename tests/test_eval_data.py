@@ -116,7 +116,7 @@ def test_selection_on_object_halbench_and_mmhal():
               "step-10": {"object_halbench.chair_s": 0.40, "object_halbench.recall": 0.79, "mmhal.hallucination_rate": 0.60},
               "step-20": {"object_halbench.chair_s": 0.45, "object_halbench.recall": 0.80, "mmhal.hallucination_rate": 0.30}}
     # sums: start 0.90, step-10 1.00 (better CHAIRs alone, worse MMHal), step-20 0.75
-    assert metric_value(scores["step-10"], config.selection.metric) == pytest.approx(1.0)
+    assert metric_value(scores["step-10"], config.selection.objective) == pytest.approx(1.0)
     assert select_checkpoint(scores, config.selection, baseline_recall=0.80).chosen == "step-20"
     with pytest.raises(KeyError, match="mmhal.score"):
         metric_value(scores["start"], "object_halbench.chair_s + mmhal.score")
