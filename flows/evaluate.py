@@ -33,6 +33,9 @@ def evaluate(config: RunConfig = RunConfig(), models: list[str] | None = None) -
 
 
 def _evaluate(config: RunConfig, models: list[str] | None) -> list[dict]:
+    from rlaifv_core.evals.registry import check_benchmark_data
+
+    check_benchmark_data(config.eval)  # before any model runs
     run_store = store_of(config.store)
     task = evaluate_model.with_options(result_storage=result_storage_for(config.store),
                                        **retry_options(config.iteration))

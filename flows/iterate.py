@@ -114,6 +114,9 @@ def iterate(config: RunConfig = DEFAULT_CONFIG) -> dict:
 
 
 def _iterate(config: RunConfig) -> dict:
+    from rlaifv_core.evals.registry import check_benchmark_data
+
+    check_benchmark_data(config.eval)  # before any model runs
     run_store = store_of(config.store)
     run_store.write_json("config.json", config.model_dump(mode="json"), schema="config")
     with tags(*run_tags(config, 0)):

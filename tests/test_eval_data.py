@@ -120,3 +120,26 @@ def test_selection_on_object_halbench_and_mmhal():
     assert select_checkpoint(scores, config.selection, baseline_recall=0.80).chosen == "step-20"
     with pytest.raises(KeyError, match="mmhal.score"):
         metric_value(scores["start"], "object_halbench.chair_s + mmhal.score")
+
+
+@pytest.mark.parametrize("flow_module", ["flows.iterate", "flows.evaluate"])
+def test_a_missing_benchmark_file_stops_the_flow_before_any_model_runs(flow_module, tmp_path, monkeypatch):
+    """The flows check every configured benchmark's files first: iterate's first stage evaluates the
+    starting policy on Object HalBench, so a missing MMHal file found only when MMHal runs would come
+    after a model had run (and, at 7B, after an hour)."""
+    import importlib
+
+    import rlaifv_core.evals.registry as registry
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("a benchmark ran although a data file is missing")
+
+    monkeypatch.setattr(registry, "run_benchmark", no_model)
+    store = tmp_path / "store"
+    config = load_config("configs/shapes.yaml", [f"store.url={store}", "eval.benchmarks=[shapes,mmhal]",
+                                                 f"eval.data.mmhal={tmp_path / 'missing' / 'mmhal.json'}"])
+    module = importlib.import_module(flow_module)
+    body = module._iterate if flow_module == "flows.iterate" else (lambda c: module._evaluate(c, None))
+    with pytest.raises(FileNotFoundError, match=r"missing/mmhal.json: no such file \(eval.data.mmhal, benchmark 'mmhal'\)"):
+        body(config)
+    assert not store.exists()  # nothing was written either

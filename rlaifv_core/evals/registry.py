@@ -11,13 +11,25 @@ from __future__ import annotations
 
 from .. import plugins
 from ..backends.base import Backend, GenerationSettings
-from .external import RUNNERS
+from .external import RUNNERS, check_eval_data
+
 
 def generation_settings(eval_config) -> GenerationSettings:
     greedy = eval_config.temperature <= 0
     return GenerationSettings(n=1 if greedy else eval_config.samples_per_prompt, temperature=eval_config.temperature,
                               top_p=1.0, top_k=None, max_new_tokens=eval_config.max_new_tokens,
                               num_beams=eval_config.num_beams if greedy else 1, seed=eval_config.seed)
+
+
+def check_benchmark_data(eval_config) -> None:
+    """Every data file of every configured benchmark present (an error naming the key and the path):
+    called by the flows before any stage runs a model, so a missing file never surfaces hours later."""
+    for name in eval_config.benchmarks:
+        if name in RUNNERS:
+            check_eval_data(eval_config, name)
+        elif name not in plugins.benchmarks:
+            raise ValueError(f"unknown benchmark {name!r} in eval.benchmarks; known: "
+                             f"{', '.join(sorted(set(RUNNERS) | set(plugins.benchmarks.names())))}")
 
 
 def run_benchmark(name: str, backend: Backend, eval_config, judge: Backend | None = None) -> dict:
