@@ -58,7 +58,7 @@ def select_checkpoint(scores: dict[str, dict[str, float]], config, baseline_reca
         fallback = "start" if "start" in scores else max(candidates, key=lambda n: metric_value(scores[n], config.tie_breaker))
         eligible = [fallback]
     order = {name: i for i, name in enumerate(candidates)}
-    objective = getattr(config, "objective", config.metric)  # the metric, or metric + plus…
+    objective = config.objective  # the metric, or metric + plus…
     chosen = min(eligible, key=lambda n: (round(metric_value(scores[n], objective), 9),
                                           -metric_value(scores[n], config.tie_breaker), order.get(n, 0)))
     rule = (f"min {objective}, ties by max {config.tie_breaker}, excluding {config.tie_breaker} drops > "

@@ -37,6 +37,8 @@ import threading
 from pathlib import Path
 from typing import Iterable
 
+from ..store import cache_root
+
 _ANIMALS = ("bird", "cat", "dog", "horse", "sheep", "cow", "elephant", "bear", "zebra", "giraffe", "animal", "cub")
 _WORDNET_FILES = ("data.noun", "index.noun", "noun.exc", "data.verb", "index.verb", "verb.exc", "data.adj",
                   "index.adj", "adj.exc", "data.adv", "index.adv", "adv.exc", "index.sense")
@@ -74,7 +76,7 @@ def ensure_wordnet() -> str:
         raise RuntimeError(f"protocol rlaifv lemmatises with NLTK's WordNet: {source} lacks {', '.join(missing)}; "
                            f"install Debian's wordnet-base and wordnet-sense-index (apt-get install wordnet-base "
                            f"wordnet-sense-index), NLTK's wordnet corpus, or set RLAIFV_WORDNET_DIR")
-    root = Path(os.environ.get("RLAIFV_CACHE", Path.home() / ".cache" / "rlaifv-flows")) / "nltk_data"
+    root = cache_root() / "nltk_data"
     dest = root / "corpora" / "wordnet"
     dest.mkdir(parents=True, exist_ok=True)
     for name in _WORDNET_FILES:  # copies: NLTK refuses symlinks and hard links out of its corpus root

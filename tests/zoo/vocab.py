@@ -11,11 +11,12 @@ transformers converts each to a fast tokenizer once (`gguf_file=`), saved as `to
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import tarfile
 from pathlib import Path
+
+from rlaifv_core.store import cache_root as project_cache_root
 
 SDIST = "llama-cpp-python==0.3.36"
 
@@ -25,7 +26,7 @@ class VocabUnavailable(RuntimeError):
 
 
 def cache_root() -> Path:
-    root = Path(os.environ.get("RLAIFV_CACHE") or Path.home() / ".cache" / "rlaifv") / "zoo-vocab"
+    root = project_cache_root() / "zoo-vocab"
     root.mkdir(parents=True, exist_ok=True)
     return root
 
