@@ -77,11 +77,17 @@ def test_length_balance_hand_computed():
     assert keep == [True]
 
 
-def test_zero_claim_answers_are_scored_not_dropped():
-    frame = _scored("p", [("there is nothing .", []), ("there is a red circle .", [False])])
-    assert list(frame["score"]) == [0, -1] and list(frame["n_claims"]) == [0, 1]
-    pairs, _ = build_pairs(frame, _prompts("p"), PairsConfig(length_balance=False), policy_id="a", labeler_id="b")
-    assert list(pairs["chosen"]) == ["there is nothing ."]
+def test_zero_claim_answers_are_scored_but_never_chosen():
+    frame = _scored("p", [("there is nothing .", []), ("there is a red circle .", [False]),
+                          ("there is a blue square .", [True])])
+    assert list(frame["score"]) == [0, -1, 0] and list(frame["n_claims"]) == [0, 1, 1]
+    pairs, counts = build_pairs(frame, _prompts("p"), PairsConfig(length_balance=False), policy_id="a", labeler_id="b")
+    # score-gap pairs: nothing ≻ red circle (dropped: says nothing), blue square ≻ red circle (kept)
+    assert [(p.chosen, p.rejected) for p in pairs.itertuples()] == [("there is a blue square .", "there is a red circle .")]
+    assert counts["skipped_zero_claim_chosen"] == 1 and counts["pairs"] == 1
+    best, counts = build_pairs(frame.iloc[:2], _prompts("p"), PairsConfig(builder="best_of_n", length_balance=False),
+                               policy_id="a", labeler_id="b")
+    assert best.empty and counts["skipped_zero_claim_chosen"] == 1  # the control's top answer said nothing
 
 
 def test_minimal_edit_and_omission_anchor():

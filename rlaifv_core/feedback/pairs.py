@@ -21,7 +21,10 @@ question, ...). Builders (`pairs.builder`), each given one prompt's usable answe
 Every decision is counted: the returned `counts` say how many pairs were considered and why each
 dropped one was dropped. Answers whose splitting failed, and empty answers (an empty text would
 otherwise win every pair as "no claim, no hallucination"), are never a side of a pair
-(`skipped_split_failure`, `skipped_empty_answer`).
+(`skipped_split_failure`, `skipped_empty_answer`). An answer that states nothing checkable ("I
+cannot tell what is in this image.": no claims, score 0) is scored and may be the rejected side,
+but a pair a builder makes with it as the chosen side is dropped (`skipped_zero_claim_chosen`):
+saying nothing must never be taught as better than describing the image.
 
 Degenerate feedback is never quiet: 0 pairs, or a labeler that accepts (or rejects) nearly every
 claim (`DEGENERATE_SHARE`), puts a line in `counts["warnings"]` (with the counts) and logs it as a
@@ -88,7 +91,8 @@ def length_balance(chosen_words: Sequence[int], rejected_words: Sequence[int]) -
 def build_pairs(scored: pd.DataFrame, prompts: pd.DataFrame, config, *, policy_id: str, labeler_id: str,
                 ds_name: str = "rlaifv-flows") -> tuple[pd.DataFrame, dict]:
     builder = pair_builder(config.builder)
-    counts: Counter = Counter({"prompts": 0, "skipped_split_failure": 0, "skipped_empty_answer": 0})
+    counts: Counter = Counter({"prompts": 0, "skipped_split_failure": 0, "skipped_empty_answer": 0,
+                               "skipped_zero_claim_chosen": 0})
     prompts = prompts.set_index("prompt_id", drop=False)
     rows: list[dict] = []
     for prompt_id, group in scored.groupby("prompt_id", sort=True):
@@ -101,6 +105,9 @@ def build_pairs(scored: pd.DataFrame, prompts: pd.DataFrame, config, *, policy_i
         usable = said
         made = builder(usable, config, rng, counts)
         for kind, chosen, rejected in made:
+            if not chosen["claims"]:  # every builder, plug-ins included: "says nothing" never wins
+                counts["skipped_zero_claim_chosen"] += 1
+                continue
             rows.append(_pair_row(prompts.loc[prompt_id], kind, chosen, rejected, policy_id, labeler_id, ds_name))
     frame = pd.DataFrame(rows)
     verdicts = [bool(a) for accepted in scored.get("accepted", []) for a in (accepted if accepted is not None else [])]

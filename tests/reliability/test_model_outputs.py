@@ -97,7 +97,9 @@ def test_answers_with_no_claims_are_scored_zero_without_asking_the_labeler():
     assert not no_claims["split_failed"].any()  # "states nothing" is not a failure
     assert labeler.questions == ["is there a red circle ? Please answer yes or no."]  # only the real claim
     pairs, counts = build_pairs(scored, _prompts(), PAIRS, policy_id="p", labeler_id="l")
-    assert counts["skipped_empty_answer"] == 0 and len(pairs) == 2  # stating nothing beats a hallucination
+    # stating nothing outscores the hallucination, but is never taught as the better answer
+    assert counts["skipped_empty_answer"] == 0 and counts["skipped_zero_claim_chosen"] == 2 and pairs.empty
+
 
 
 def test_splitter_reply_without_a_parsable_list_is_a_recorded_failure_skipped_by_pairs():
