@@ -26,7 +26,6 @@ from . import plugins
 from .eval_data import DATA_KEYS, FILE_KEYS, JUDGE_REQUIRED, REQUIRED_KEYS
 
 ACCELERATE_CONFIGS = Path(__file__).resolve().parent / "training" / "accelerate_configs"
-BUILTIN_BUILDERS = ("paper", "best_of_n")
 PROMPT_FILE_SUFFIXES = (".jsonl", ".json", ".parquet")
 MODEL_ROLES = ("policy", "labeler", "splitter", "rewriter", "eval_judge")
 TEXT_ONLY_BACKENDS = ("rules",)  # never a policy, labeler or evaluation judge
@@ -154,8 +153,6 @@ def _eval_problems(config, check_machine: bool) -> list[tuple[str, str]]:
 
 def _prompt_problems(config, check_machine: bool) -> list[tuple[str, str]]:
     problems, source = [], config.prompts.source
-    if config.pairs.builder not in BUILTIN_BUILDERS and config.pairs.builder not in plugins.pair_builders:
-        problems.append(("pairs.builder", f"unknown pair builder {config.pairs.builder!r}"))
     if source.endswith(PROMPT_FILE_SUFFIXES):
         if check_machine and not Path(source).exists():
             problems.append(("prompts.source", f"{source}: no such file"))
