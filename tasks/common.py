@@ -14,6 +14,7 @@ import ast
 import hashlib
 import importlib.util
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -48,6 +49,8 @@ def plugin_packages() -> list[str]:
 
 
 CORE = "rlaifv_core"
+_PARSE_LOCK = threading.Lock()
+_IMPORTS: dict[tuple[Path, int, int], frozenset[str]] = {}  # (file, size, mtime) -> what it imports
 
 
 def _module_of(file: Path, root: Path) -> str:
@@ -62,6 +65,15 @@ def _module_of(file: Path, root: Path) -> str:
 def _imported_modules(file: Path, root: Path) -> set[str]:
     """Dotted names of every import in a file (module level, in functions, under try/TYPE_CHECKING),
     relative ones resolved against the file's package; `from a import b` gives both a and a.b."""
+    stat = file.stat()
+    key = (file, stat.st_size, stat.st_mtime_ns)
+    with _PARSE_LOCK:  # one parse at a time: CPython 3.11's ast.parse is not safe in parallel threads
+        if key not in _IMPORTS:
+            _IMPORTS[key] = frozenset(_parse_imports(file, root))
+        return set(_IMPORTS[key])
+
+
+def _parse_imports(file: Path, root: Path) -> set[str]:
     module = _module_of(file, root)
     package = module if file.name == "__init__.py" else module.rpartition(".")[0]
     found: set[str] = set()
