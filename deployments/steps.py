@@ -15,8 +15,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def config_parameter(path: str = "configs/shapes.yaml", overrides: list[str] | None = None) -> dict[str, Any]:
-    """Build step: {"config": <the resolved RunConfig of `path` as JSON>}."""
+    """Build step: {"config": <the resolved RunConfig of `path` as JSON>}. Checked without this machine's
+    files and hub cache (the workers' count; the flow checks them when it starts there)."""
     from rlaifv_core.config import load_config
 
-    config = load_config(ROOT / path if not Path(path).is_absolute() else path, overrides or [])
+    config = load_config(ROOT / path if not Path(path).is_absolute() else path, overrides or [], check_machine=False)
     return {"config": config.model_dump(mode="json")}

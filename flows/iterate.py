@@ -114,9 +114,11 @@ def iterate(config: RunConfig = DEFAULT_CONFIG) -> dict:
 
 
 def _iterate(config: RunConfig) -> dict:
+    from rlaifv_core.config_checks import check_config
     from rlaifv_core.evals.registry import check_benchmark_data
 
     check_benchmark_data(config.eval)  # before any model runs
+    check_config(config, where="iterate")  # what load_config checks, for a run whose config came from a form
     run_store = store_of(config.store)
     run_store.write_json("config.json", config.model_dump(mode="json"), schema="config")
     with tags(*run_tags(config, 0)):

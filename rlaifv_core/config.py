@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import yaml
 from pydantic import Field
 
-from .config_base import _section, _Section
+from .config_base import _section, _Section, apply_overrides
+from .config_checks import check_config
 from .eval_data import EvalData
 
 
@@ -155,9 +156,6 @@ class JudgeConfig(_Section):
         ge=0, le=1, description="Claim accepted iff p_yes / (p_yes + p_no) > threshold (0.5 = the original's "
         "strict p_yes > p_no; ties are rejected).",
     )
-    questions_per_batch: int = Field(
-        64, ge=1, description="Questions scored per forward pass on top of one shared image prefix."
-    )
     low_mass_error: bool = Field(
         True, description="Fail the judge stage when P(yes)+P(no) is low on (nearly) all its questions "
         "(a labeler that does not answer yes/no); false: warn only (random-init test labelers).",
@@ -200,7 +198,7 @@ class DPOConfig(_Section):
     checkpoints_per_epoch: int = Field(4, ge=1, description="Checkpoint every 1/k epoch (original: 4).")
     batch_size: int = Field(8, ge=1, description="Global batch (original: 1 per GPU x 8 GPUs).")
     grad_accum: int = Field(1, ge=1, description="Gradient accumulation steps.")
-    warmup_ratio: float = Field(0.05, ge=0, le=1, description="Linear warm-up share (original 0.05).")
+    warmup_ratio: float = Field(0.05, ge=0, lt=1, description="Linear warm-up share (original 0.05).")
     lr_scheduler: LRScheduler = Field("cosine", title="LR scheduler", description="Scheduler (original cosine).")
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay (original 0.01).")
     loss_type: list[LossType] = Field(
@@ -359,29 +357,11 @@ class RunConfig(_Section):
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 
-def _parse_value(text: str) -> Any:
-    """Override values are YAML scalars/lists: `4`, `1e-5`, `true`, `[sigmoid, sft]`, `null`."""
-    return yaml.safe_load(text)
-
-
-def apply_overrides(data: dict, overrides: list[str]) -> dict:
-    """Apply `a.b.c=value` overrides to a nested dict (in place) and return it."""
-    for item in overrides:
-        if "=" not in item:
-            raise ValueError(f"override {item!r} is not of the form section.field=value")
-        dotted, raw = item.split("=", 1)
-        keys = dotted.strip().split(".")
-        node = data
-        for key in keys[:-1]:
-            node = node.setdefault(key, {})
-            if not isinstance(node, dict):
-                raise ValueError(f"override {item!r}: {key!r} is not a section")
-        node[keys[-1]] = _parse_value(raw)
-    return data
-
-
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
-    """Load a YAML config (default: configs/shapes.yaml) and apply `a.b=value` overrides."""
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None, *,
+                check_machine: bool = True) -> RunConfig:
+    """Load a YAML config (default: configs/shapes.yaml), apply `a.b=value` overrides and check it
+    (rlaifv_core/config_checks.py: ConfigError naming every bad field; `check_machine=False`: no file,
+    folder or hub-cache look-ups, for building deployments on another machine)."""
     path = Path(path) if path is not None else CONFIG_DIR / "shapes.yaml"
     if not path.exists() and (CONFIG_DIR / path).exists():
         path = CONFIG_DIR / path
@@ -390,7 +370,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     if not isinstance(data, dict):
         raise ValueError(f"{path}: a config file must be a YAML mapping")
     apply_overrides(data, overrides or [])
-    return RunConfig.model_validate(data)
+    config = RunConfig.model_validate(data)
+    check_config(config, check_machine=check_machine, where=str(path))
+    return config
 
 
 def dump_config(config: RunConfig) -> str:

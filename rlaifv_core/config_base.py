@@ -4,12 +4,16 @@
     class MySection(_Section):
         model_config = _section("My section")      # the title the Prefect run form shows
     MySection().fingerprint()                      # stable hash of its values (cache keys)
+    apply_overrides({"dpo": {}}, ["dpo.beta=0.2"])  # `a.b=value` overrides of a config dict
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from typing import Any
+
+import yaml
 
 from pydantic import BaseModel, ConfigDict
 
@@ -26,3 +30,24 @@ class _Section(BaseModel):
         """Stable hash of this section's values (used in cache keys)."""
         blob = json.dumps(self.model_dump(mode="json"), sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _parse_value(text: str) -> Any:
+    """Override values are YAML scalars/lists: `4`, `1e-5`, `true`, `[sigmoid, sft]`, `null`."""
+    return yaml.safe_load(text)
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """Apply `a.b.c=value` overrides to a nested dict (in place) and return it."""
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"override {item!r} is not of the form section.field=value")
+        dotted, raw = item.split("=", 1)
+        keys = dotted.strip().split(".")
+        node = data
+        for key in keys[:-1]:
+            node = node.setdefault(key, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"override {item!r}: {key!r} is not a section")
+        node[keys[-1]] = _parse_value(raw)
+    return data

@@ -4,7 +4,9 @@
     load_config("configs/llava15-7b.yaml").eval.data.coco_instances   # 'data/coco2014/annotations/instances_val2014.json,…'
 
 A typed section, so a misspelt key is an error when the config is loaded; which benchmark reads
-which key is listed in rlaifv_core/evals/external.py (`DATA_KEYS`).
+which key is listed here (`DATA_KEYS`, with `eval.protocol: rlaifv` also `RLAIFV_KEYS`), read by
+rlaifv_core/evals/external.py and checked at load by rlaifv_core/config_checks.py; `data_files` names the
+files whose content keys a benchmark's cached results.
 """
 
 from __future__ import annotations
@@ -13,10 +15,53 @@ from pydantic import Field
 
 from .config_base import _section, _Section
 
+DATA_KEYS = {
+    "object_halbench": ("object_halbench", "coco_instances", "coco_captions", "image_root", "judge_cache"),
+    "mmhal": ("mmhal", "image_root", "judge_cache"),
+    "refomb": ("refomb", "refomb_references", "image_root", "judge_cache"),
+    "amber": ("amber_annotations", "amber_queries", "amber_relation", "amber_safe_words", "image_root"),
+}
+RLAIFV_KEYS = {
+    "object_halbench": ("rlaifv_repo", "coco_synonyms", "objhal_extraction_prompt"),
+    "mmhal": ("rlaifv_repo", "mmhal_judge_prompt"),
+    "refomb": ("rlaifv_repo", "refomb_judge_prompt", "refomb_review_prompt"),
+    "amber": (),
+}
+REQUIRED_KEYS = {"object_halbench": ("object_halbench", "coco_instances"), "mmhal": ("mmhal",),
+                 "refomb": ("refomb", "refomb_references"), "amber": ("amber_annotations", "amber_queries")}
+#: keys naming files (comma-separated lists allowed) that must exist; image_root and rlaifv_repo are folders
+FILE_KEYS = {"object_halbench": ("object_halbench", "coco_instances", "coco_captions"), "mmhal": ("mmhal",),
+             "refomb": ("refomb", "refomb_references"),
+             "amber": ("amber_annotations", "amber_queries", "amber_relation", "amber_safe_words")}
+#: benchmarks that cannot run without an LLM judge (models.eval_judge)
+JUDGE_REQUIRED = ("mmhal", "refomb")
+#: eval.data key -> where the original RLAIF-V repository keeps the file (protocol rlaifv, under rlaifv_repo).
+ORIGINAL_FILES = {
+    "coco_synonyms": "eval/data/synonyms_refine.txt",
+    "objhal_extraction_prompt": "eval/eval_gpt_obj_halbench.py",
+    "mmhal_judge_prompt": "eval/eval_gpt_mmhal.py",
+    "refomb_judge_prompt": "eval/eval_RefoMB_p0.py",
+    "refomb_review_prompt": "eval/eval_hallucination.py",
+}
+
+
+def data_files(eval_config, bench: str) -> dict[str, list[str]]:
+    """The files of eval.data that `bench` reads ({key: [path, …]}), for its cache key: the benchmark files
+    and, under protocol rlaifv, the original's files (`<rlaifv_repo>/…` unless a key names one). Folders
+    (image_root, rlaifv_repo itself) and the judge's reply cache are not files of the key."""
+    data = eval_config.data
+    files = {key: [p.strip() for p in getattr(data, key).split(",") if p.strip()]
+             for key in FILE_KEYS.get(bench, ()) if getattr(data, key)}
+    if eval_config.protocol == "rlaifv":
+        for key in RLAIFV_KEYS.get(bench, ()):
+            if key in ORIGINAL_FILES and (getattr(data, key) or data.rlaifv_repo):
+                files[key] = [getattr(data, key) or f"{data.rlaifv_repo}/{ORIGINAL_FILES[key]}"]
+    return files
+
 
 class EvalData(_Section):
     """Paths of the user-supplied benchmark files; an unknown key is an error at load time.
-    Which benchmark reads which key: DATA_KEYS in rlaifv_core/evals/external.py."""
+    Which benchmark reads which key: DATA_KEYS below."""
 
     model_config = _section("Benchmark data")
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
 from importlib import import_module
 from importlib.metadata import entry_points
@@ -74,6 +75,16 @@ class Registry:
     def names(self) -> list[str]:
         load_plugins()
         return sorted(self._items)
+
+
+#: "scheme:rest" where scheme is a short word (not a URL: "s3://…" and "http://…" have "//" after the colon)
+SCHEMED = re.compile(r"^(?P<scheme>[a-z][a-z0-9_-]*):(?!//)(?P<rest>.+)$")
+
+
+def scheme_of(name_or_path: str) -> str | None:
+    """The scheme of a `scheme:rest` model name (`shapes` of `shapes:policy`), else None."""
+    match = SCHEMED.match(name_or_path)
+    return match["scheme"] if match else None
 
 
 model_schemes = Registry("model-name scheme")

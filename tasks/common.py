@@ -10,12 +10,14 @@ cache policy by string: a run whose tasks are all cache hits never loads torch, 
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import importlib.util
 import os
+import threading
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
 from prefect.cache_policies import INPUTS, TASK_SOURCE, CachePolicy
@@ -46,12 +48,93 @@ def plugin_packages() -> list[str]:
     return sorted({ep.module.rpartition(".")[0] or ep.module for ep in entry_points(group=ENTRY_POINT_GROUP)})
 
 
+CORE = "rlaifv_core"
+_PARSE_LOCK = threading.Lock()
+_IMPORTS: dict[tuple[Path, int, int], frozenset[str]] = {}  # (file, size, mtime) -> what it imports
+
+
+def _module_of(file: Path, root: Path) -> str:
+    """The dotted name of a core file ("" for a file outside the core: a plug-in's, whose relative
+    imports stay in the plug-in)."""
+    if root not in file.parents:
+        return ""
+    parts = list(file.relative_to(root.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imported_modules(file: Path, root: Path) -> set[str]:
+    """Dotted names of every import in a file (module level, in functions, under try/TYPE_CHECKING),
+    relative ones resolved against the file's package; `from a import b` gives both a and a.b."""
+    stat = file.stat()
+    key = (file, stat.st_size, stat.st_mtime_ns)
+    with _PARSE_LOCK:  # one parse at a time: CPython 3.11's ast.parse is not safe in parallel threads
+        if key not in _IMPORTS:
+            _IMPORTS[key] = frozenset(_parse_imports(file, root))
+        return set(_IMPORTS[key])
+
+
+def _parse_imports(file: Path, root: Path) -> set[str]:
+    module = _module_of(file, root)
+    package = module if file.name == "__init__.py" else module.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(file.read_bytes(), filename=str(file))):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level and not module:
+                continue
+            if node.level:
+                anchor = package.split(".")[:len(package.split(".")) - (node.level - 1)]
+                base = ".".join(anchor + ([base] if base else []))
+            found.add(base)
+            found |= {f"{base}.{alias.name}" for alias in node.names}
+    return found
+
+
+def _package_of(name: str, root: Path) -> Path | None:
+    """The file or folder a core module name is hashed as: a top-level module (rlaifv_core.seeds) as its
+    file, anything inside a sub-package (rlaifv_core.feedback.sampling) as the whole sub-package."""
+    parts = name.split(".")
+    if parts[0] != CORE or len(parts) < 2:
+        return None
+    folder = root / parts[1]
+    if folder.is_dir():
+        return folder
+    file = root / f"{parts[1]}.py"
+    return file if file.is_file() else None
+
+
+def core_closure(names: list[str]) -> list[Path]:
+    """Every source file a stage may run: the named modules or packages (a name inside rlaifv_core as
+    its whole sub-package, or its file for a top-level module), then every rlaifv_core sub-package or
+    top-level module (seeds.py, images.py …) that code imports, statically and wherever the import sits,
+    each whole, until nothing new is reached."""
+    root = Path(importlib.util.find_spec(CORE).origin).parent
+    todo = [_package_of(name, root) or file for name in names
+            for file in ([None] if _package_of(name, root) else source_files(name))]
+    seen: set[Path] = set()
+    files: set[Path] = set()
+    while todo:
+        unit = todo.pop()
+        if unit in seen:
+            continue
+        seen.add(unit)
+        unit_files = sorted(unit.rglob("*.py")) if unit.is_dir() else [unit]
+        files |= set(unit_files)
+        for file in unit_files:
+            todo += [u for u in (_package_of(m, root) for m in _imported_modules(file, root)) if u is not None]
+    return sorted(files)
+
+
 class CoreSource(CachePolicy):
     """Invalidates the cache when the source of the science a task calls changes.
 
     Modules (or whole packages) are named, not imported: a run whose every task is a cache hit must
-    not pay for importing torch or spaCy just to hash the files that would use them. With
-    `plugins=True` the installed plug-ins' packages are hashed too (a stage that runs their code)."""
+    not pay for importing torch or spaCy just to hash the files that would use them. What is hashed is
+    `core_closure` of the names: each named package whole, and every core package (or top-level module,
+    e.g. seeds.py, images.py) their code imports. With `plugins=True` the installed plug-ins' packages
+    are hashed too (a stage that runs their code: rlaifv_core/shapes, world.py included)."""
 
     def __init__(self, *module_names: str, plugins: bool = False):
         super().__init__()
@@ -61,15 +144,34 @@ class CoreSource(CachePolicy):
     def compute_key(self, task_ctx, inputs: dict[str, Any], flow_parameters: dict[str, Any], **kwargs) -> Optional[str]:
         digest = hashlib.sha256()
         names = list(self.module_names) + (plugin_packages() if self.plugins else [])
-        for name in names:
-            for file in source_files(name):
-                digest.update(f"{name}:{file.name}\0".encode())
-                digest.update(file.read_bytes())
+        root = Path(importlib.util.find_spec(CORE).origin).parent.parent
+        for file in core_closure(names):
+            label = file.relative_to(root) if root in file.parents else file.name
+            digest.update(f"{label}\0".encode())
+            digest.update(file.read_bytes())
         return digest.hexdigest()
 
 
-def stage_cache(*core_module_names: str, plugins: bool = False) -> CachePolicy:
-    return INPUTS + TASK_SOURCE + CoreSource(*core_module_names, plugins=plugins)
+class InputFiles(CachePolicy):
+    """Keys the content of the local files a task's inputs name (a prompts file, a benchmark's data):
+    `files_of(inputs) -> {key: [path, …]}`; each file by its content hash (rlaifv_core.fingerprints:
+    streamed, cached by path+size+mtime), so an edit in place recomputes and a touch does not."""
+
+    def __init__(self, files_of: Callable[[dict[str, Any]], dict[str, list[str]]]):
+        super().__init__()
+        self.files_of = files_of
+
+    def compute_key(self, task_ctx, inputs: dict[str, Any], flow_parameters: dict[str, Any], **kwargs) -> Optional[str]:
+        from rlaifv_core.fingerprints import files_fingerprint
+
+        return files_fingerprint(self.files_of(inputs))
+
+
+def stage_cache(*core_module_names: str, plugins: bool = False, files=None) -> CachePolicy:
+    """The key of a stage: its inputs, its source, the core's source it runs and (`files`: see
+    InputFiles) the content of the local files its inputs name."""
+    policy = INPUTS + TASK_SOURCE + CoreSource(*core_module_names, plugins=plugins)
+    return policy + InputFiles(files) if files is not None else policy
 
 
 def store_of(store_config) -> RunStore:

@@ -12,10 +12,17 @@ from .common import local_checkpoint, stage_cache, stage_hook, store_of
 
 
 # Every module a benchmark's result depends on: the registry, each benchmark, their judge, COCO's
-# vocabulary and the generation code.
+# vocabulary and the generation code; and the content of the benchmark's data files.
 
 
-@task(name="evaluate", cache_policy=stage_cache("rlaifv_core.evals", "rlaifv_core.backends", plugins=True),
+def _data_files(inputs: dict) -> dict[str, list[str]]:
+    from rlaifv_core.eval_data import data_files
+
+    return data_files(inputs["eval_config"], inputs["benchmark"])
+
+
+@task(name="evaluate", cache_policy=stage_cache("rlaifv_core.evals", "rlaifv_core.backends", plugins=True,
+                                                files=_data_files),
       persist_result=True, retries=2, retry_delay_seconds=5)
 def evaluate_model(policy: ModelSpec, checkpoint: ArtifactRef | None, model_fingerprint: str, benchmark: str,
                    eval_config: EvalConfig, judge: ModelSpec | None, store: StoreConfig, out_path: str) -> ArtifactRef:

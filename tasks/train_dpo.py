@@ -7,7 +7,8 @@
 
 The reference is the iteration's starting policy (the model selected at the end of iteration k−1),
 named explicitly by spec + checkpoint + fingerprint. `reference_logps` is cached on the pairs' hash,
-the reference fingerprint, the precision and the source; `train_dpo` on the pairs' hash, the
+the reference fingerprint, the precision (`dpo.dtype` and the device kind and precision it
+computes in here) and the source; `train_dpo` on the pairs' hash, the
 reference log-probs' hash, the reference fingerprint, the DPO section and the source. A retried (or
 re-run) `train_dpo` resumes from the latest complete checkpoint of its local work folder.
 """
@@ -54,6 +55,16 @@ class _KeyOf(CachePolicy):
         return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
+class _Precision(CachePolicy):
+    """The device kind and precision the reference pass computes in here (bf16 autocast on a GPU, fp32
+    on the CPU: other numbers), so log-probs computed on one never serve a run on the other."""
+
+    def compute_key(self, task_ctx, inputs: dict[str, Any], flow_parameters: dict[str, Any], **kwargs) -> Optional[str]:
+        from rlaifv_core.fingerprints import precision_key
+
+        return precision_key(inputs["dpo"].dtype)
+
+
 class CheckpointRef(BaseModel):
     step: int
     epoch: float | None
@@ -87,7 +98,7 @@ def _work_dir(run_store: RunStore, store: StoreConfig, folder: str, key: str) ->
 
 @task(name="reference-logps", persist_result=True, log_prints=False, retries=2, retry_delay_seconds=5,
       cache_policy=_KeyOf("pairs_ref", "reference_fingerprint", "dpo.dtype", "store", "out_path") + TASK_SOURCE
-      + CoreSource("rlaifv_core.training"))
+      + CoreSource("rlaifv_core.training") + _Precision())
 def reference_logps(pairs_ref: ArtifactRef, reference: ModelSpec, reference_checkpoint: ArtifactRef | None,
                     reference_fingerprint: str, dpo: DPOConfig, store: StoreConfig, out_path: str) -> ArtifactRef:
     """Summed and per-token reference log-probs of every pair (`iter-<k>/ref_logps.parquet`); of the

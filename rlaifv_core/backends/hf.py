@@ -24,7 +24,7 @@ from typing import Sequence
 import torch
 from PIL import Image
 
-from ..fingerprints import folder_fingerprint
+from ..fingerprints import folder_fingerprint, hub_fingerprint
 from ..seeds import mix_seed
 from .base import Backend, ChatReply, GenerationSettings, VisualPrompt, YesNo
 from .sampler import sample_tokens
@@ -133,7 +133,7 @@ class HFBackend(Backend):
         tokenizer = getattr(processor, "tokenizer", processor)
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
-        fingerprint = folder_fingerprint(local) if local.is_dir() else f"{source}@{spec.revision or 'main'}"
+        fingerprint = folder_fingerprint(local) if local.is_dir() else hub_fingerprint(source, spec.revision)
         return cls(model, processor, name=source, fingerprint=fingerprint, is_vlm=is_vlm, batch_size=spec.batch_size)
 
     # -- prompts --------------------------------------------------------------------------------

@@ -22,25 +22,8 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
+from ..eval_data import DATA_KEYS, FILE_KEYS as _FILE_KEYS, REQUIRED_KEYS as _REQUIRED, RLAIFV_KEYS
 from .judge import JudgeClient
-
-DATA_KEYS = {
-    "object_halbench": ("object_halbench", "coco_instances", "coco_captions", "image_root", "judge_cache"),
-    "mmhal": ("mmhal", "image_root", "judge_cache"),
-    "refomb": ("refomb", "refomb_references", "image_root", "judge_cache"),
-    "amber": ("amber_annotations", "amber_queries", "amber_relation", "amber_safe_words", "image_root"),
-}
-RLAIFV_KEYS = {
-    "object_halbench": ("rlaifv_repo", "coco_synonyms", "objhal_extraction_prompt"),
-    "mmhal": ("rlaifv_repo", "mmhal_judge_prompt"),
-    "refomb": ("rlaifv_repo", "refomb_judge_prompt", "refomb_review_prompt"),
-    "amber": (),
-}
-_REQUIRED = {"object_halbench": ("object_halbench", "coco_instances"), "mmhal": ("mmhal",),
-             "refomb": ("refomb", "refomb_references"), "amber": ("amber_annotations", "amber_queries")}
-_FILE_KEYS = {"object_halbench": ("object_halbench", "coco_instances", "coco_captions"), "mmhal": ("mmhal",),
-              "refomb": ("refomb", "refomb_references"),
-              "amber": ("amber_annotations", "amber_queries", "amber_relation", "amber_safe_words")}
 
 
 class DataView:

@@ -20,14 +20,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-#: eval.data key -> where the original repository keeps the file.
-ORIGINAL_FILES = {
-    "coco_synonyms": "eval/data/synonyms_refine.txt",
-    "objhal_extraction_prompt": "eval/eval_gpt_obj_halbench.py",
-    "mmhal_judge_prompt": "eval/eval_gpt_mmhal.py",
-    "refomb_judge_prompt": "eval/eval_RefoMB_p0.py",
-    "refomb_review_prompt": "eval/eval_hallucination.py",
-}
+from ..eval_data import ORIGINAL_FILES  # eval.data key -> where the original repository keeps the file
 
 # key -> (module-level variable, or (function, variable) of an f-string; the original's argument names ->
 # this project's placeholder names)

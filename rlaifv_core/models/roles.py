@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .. import plugins
 from ..backends.base import Backend
-from ..fingerprints import folder_fingerprint
+from ..fingerprints import folder_fingerprint, hub_fingerprint
 from .schemes import resolve_model_path
 
 _LOADED: dict[str, Backend] = {}
@@ -31,7 +31,7 @@ def model_fingerprint(spec, checkpoint_dir: str | Path | None = None) -> str:
         path = Path(resolve_model_path(spec.name_or_path))
         if path.is_dir():
             return folder_fingerprint(path)
-        return f"hf:{spec.name_or_path}@{spec.revision or 'main'}"
+        return hub_fingerprint(spec.name_or_path, spec.revision)  # the resolved commit
     if spec.backend == "openai":
         return f"openai:{spec.base_url}:{spec.name_or_path}"
     return f"{spec.backend}:{spec.name_or_path}"

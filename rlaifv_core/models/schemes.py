@@ -12,18 +12,14 @@ schemes that are known (hub ids never hold a colon).
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from .. import plugins
 
-#: "scheme:rest" where scheme is a short word (not a URL: "s3://…" and "http://…" have "//" after the colon)
-_SCHEMED = re.compile(r"^(?P<scheme>[a-z][a-z0-9_-]*):(?!//)(?P<rest>.+)$")
-
 
 def resolve_model_path(name_or_path: str) -> str:
     """The local folder a schemed name stands for; anything else unchanged."""
-    match = _SCHEMED.match(name_or_path)
+    match = plugins.SCHEMED.match(name_or_path)
     if match is None or Path(name_or_path).exists():
         return name_or_path
     return str(plugins.model_schemes.get(match["scheme"])(match["rest"]))
