@@ -15,7 +15,8 @@ from .common import local_checkpoint, stage_cache, stage_hook, store_of
 # vocabulary and the generation code.
 
 
-@task(name="evaluate", cache_policy=stage_cache("rlaifv_core.evals", "rlaifv_core.backends", plugins=True),
+@task(name="evaluate",
+      cache_policy=stage_cache("rlaifv_core.evals", "rlaifv_core.images", "rlaifv_core.backends", plugins=True),
       persist_result=True, retries=2, retry_delay_seconds=5)
 def evaluate_model(policy: ModelSpec, checkpoint: ArtifactRef | None, model_fingerprint: str, benchmark: str,
                    eval_config: EvalConfig, judge: ModelSpec | None, store: StoreConfig, out_path: str) -> ArtifactRef:
