@@ -20,8 +20,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
@@ -63,7 +61,9 @@ def load_deployments(prefect_file: Path = HERE / "prefect.yaml") -> tuple[list, 
     from prefect.flows import Flow
     from prefect.utilities.templating import apply_values
 
-    spec = yaml.safe_load(Path(prefect_file).read_text())
+    from rlaifv_core.config_yaml import read_config_file
+
+    spec = read_config_file(prefect_file)  # a key twice (a pasted deployment) is an error naming it and its lines
     deployments, env = [], {}
     with contextlib.chdir(ROOT):  # step paths and entrypoints are relative to the repository root
         outputs = _build_outputs(spec)

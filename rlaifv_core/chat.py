@@ -50,10 +50,10 @@ _SPEC_FIELDS = ("revision", "trust_remote_code", "dtype", "device", "api_key_env
 
 def load_image(image) -> Image.Image | None:
     """A path, PNG/JPEG bytes or a PIL image → an RGB PIL image (None stays None: text only)."""
-    from .images import load_image_bytes
+    from .images import load_image_bytes, to_rgb
 
     if image is None or isinstance(image, Image.Image):
-        return image.convert("RGB") if image is not None else None
+        return to_rgb(image) if image is not None else None
     if isinstance(image, (bytes, bytearray)):
         return load_image_bytes(bytes(image))
     path = Path(image)

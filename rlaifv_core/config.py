@@ -20,6 +20,7 @@ from pydantic import Field
 
 from .config_base import _section, _Section, apply_overrides
 from .config_checks import check_config
+from .config_yaml import read_config_file
 from .eval_data import EvalData
 
 
@@ -365,10 +366,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     path = Path(path) if path is not None else CONFIG_DIR / "shapes.yaml"
     if not path.exists() and (CONFIG_DIR / path).exists():
         path = CONFIG_DIR / path
-    with open(path, encoding="utf-8") as handle:
-        data = yaml.safe_load(handle) or {}
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: a config file must be a YAML mapping")
+    data = read_config_file(path)  # ConfigFileError: empty, not a mapping, a key or section twice
     apply_overrides(data, overrides or [])
     config = RunConfig.model_validate(data)
     check_config(config, check_machine=check_machine, where=str(path))

@@ -1,6 +1,8 @@
 """Images in prompt records: PNG bytes in tables, PIL in memory, with safety limits.
 
     image = load_image_bytes(data)      # raises BadImage with a reason for corrupt or huge images
+    image = load_image_bytes(data, refuse_blank=True)   # also BadImage `blank_image` for a one-colour image
+    rgb = to_rgb(pil_image)             # 8-bit RGB as a viewer shows it (any PIL mode, EXIF orientation)
     data = fetch_image(url, max_bytes=20_000_000, timeout_s=30)   # bounded download of an image URL
 """
 
@@ -10,7 +12,8 @@ import io
 import time
 import urllib.request
 
-from PIL import Image
+import numpy as np
+from PIL import Image, ImageOps
 
 from .backends.base import VisualPrompt
 
@@ -26,7 +29,60 @@ class BadImage(ValueError):
         self.reason = reason
 
 
-def load_image_bytes(data: bytes, name: str = "image") -> Image.Image:
+ALPHA_MODES = ("LA", "La", "PA", "RGBA", "RGBa")
+
+
+def _scaled_grey(image: Image.Image) -> Image.Image:
+    """16-bit, 32-bit int and float greyscale as 8-bit 'L', scaled as a viewer does: 'I;16' by its bit
+    depth; 'I' as 8-bit when its values fit 0..255, as 16-bit when they fit 0..65535 (16-bit PNGs, TIFFs),
+    else from its real range; 'F' from 0..1 when its values fit, else from its real range (NaN → the minimum)."""
+    values = np.asarray(image, dtype=np.float64)
+    finite = values[np.isfinite(values)]
+    low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
+    values = np.nan_to_num(values, nan=low, posinf=high, neginf=low)
+    if image.mode.startswith("I;16"):
+        scale_low, scale_high = 0.0, 65535.0
+    elif image.mode == "I" and low >= 0 and high <= 255:
+        scale_low, scale_high = 0.0, 255.0
+    elif image.mode == "I" and low >= 0 and high <= 65535:
+        scale_low, scale_high = 0.0, 65535.0
+    elif image.mode == "F" and low >= 0 and high <= 1:
+        scale_low, scale_high = 0.0, 1.0
+    else:  # the real range (a constant image stays constant: 0, and counts as blank)
+        scale_low, scale_high = low, (high if high > low else low + 1.0)
+    values = (values - scale_low) * (255.0 / (scale_high - scale_low))
+    return Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8), mode="L")
+
+
+def to_rgb(image: Image.Image, name: str = "image") -> Image.Image:
+    """An 8-bit RGB image as a viewer shows `image`: EXIF orientation applied; 16/32-bit and float greyscale
+    scaled (`_scaled_grey`); transparency (alpha, a palette's or a colour key's) composited on white; CMYK,
+    YCbCr, HSV and LAB converted. An animated or multi-frame image is refused (BadImage `animated_image`)."""
+    frames = getattr(image, "n_frames", 1)
+    if frames > 1:
+        raise BadImage(f"{name}: animated or multi-frame image ({frames} frames); give one still frame",
+                       "animated_image")
+    try:
+        image = ImageOps.exif_transpose(image)
+    except Exception:  # noqa: BLE001 - a broken EXIF block: the pixels as stored
+        pass
+    if image.mode in ("I", "F") or image.mode.startswith("I;16"):
+        image = _scaled_grey(image)
+    if image.mode in ALPHA_MODES or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        return Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def is_blank(image: Image.Image) -> bool:
+    """Every pixel the same colour (after decoding): there is nothing to ask about."""
+    return all(low == high for low, high in image.getextrema())
+
+
+def load_image_bytes(data: bytes, name: str = "image", refuse_blank: bool = False) -> Image.Image:
+    """Image bytes → 8-bit RGB as a viewer shows them (`to_rgb`). BadImage with a reason for empty,
+    corrupt, huge (`image_too_large`), animated (`animated_image`) and, with `refuse_blank`, one-colour
+    (`blank_image`) images."""
     if not data:
         raise BadImage(f"{name}: empty image bytes")
     try:
@@ -37,13 +93,17 @@ def load_image_bytes(data: bytes, name: str = "image") -> Image.Image:
             probe.verify()
         image = Image.open(io.BytesIO(data))
         image.load()
+        image = to_rgb(image, name)
     except BadImage:
         raise
     except Image.DecompressionBombError as error:  # PIL's own limit (2 x its MAX_IMAGE_PIXELS) hit first
         raise BadImage(f"{name}: exceeds the {MAX_PIXELS:,}-pixel limit ({error})", "image_too_large") from error
     except Exception as error:  # PIL raises many types for corrupt data
         raise BadImage(f"{name}: cannot decode image ({type(error).__name__}: {error})") from error
-    return image.convert("RGB")
+    if refuse_blank and is_blank(image):
+        colour = image.getpixel((0, 0))
+        raise BadImage(f"{name}: blank image (every pixel is RGB {colour} after decoding)", "blank_image")
+    return image
 
 
 def image_to_png(image: Image.Image) -> bytes:

@@ -21,8 +21,9 @@ def _data_files(inputs: dict) -> dict[str, list[str]]:
     return data_files(inputs["eval_config"], inputs["benchmark"])
 
 
-@task(name="evaluate", cache_policy=stage_cache("rlaifv_core.evals", "rlaifv_core.backends", plugins=True,
-                                                files=_data_files),
+@task(name="evaluate",
+      cache_policy=stage_cache("rlaifv_core.evals", "rlaifv_core.images", "rlaifv_core.backends", plugins=True,
+                               files=_data_files),
       persist_result=True, retries=2, retry_delay_seconds=5)
 def evaluate_model(policy: ModelSpec, checkpoint: ArtifactRef | None, model_fingerprint: str, benchmark: str,
                    eval_config: EvalConfig, judge: ModelSpec | None, store: StoreConfig, out_path: str) -> ArtifactRef:

@@ -53,6 +53,8 @@ def load_image(row: dict, data_root: str | os.PathLike | None = None):
     Paths must resolve inside data_root when one is given. URLs are not fetched."""
     from PIL import Image
 
+    from ..images import to_rgb
+
     value = row.get("image")
     path = row.get("image_path")
     if not path and isinstance(value, str) and value:
@@ -61,10 +63,13 @@ def load_image(row: dict, data_root: str | os.PathLike | None = None):
             path = value
         else:
             blob = value.split(",", 1)[1] if value.startswith("data:") else value
+            name = f"row {row.get('image_id', row.get('id', '?'))}"
             try:
-                return Image.open(io.BytesIO(base64.b64decode(blob))).convert("RGB")
+                decoded = Image.open(io.BytesIO(base64.b64decode(blob)))
+                decoded.load()
             except Exception as exc:  # noqa: BLE001
-                raise ValueError(f"row {row.get('image_id', row.get('id', '?'))}: undecodable base64 image") from exc
+                raise ValueError(f"{name}: undecodable base64 image") from exc
+            return to_rgb(decoded, name)
     if not path:
         raise ValueError(f"row {row.get('image_id', row.get('id', '?'))}: no image (image / image_path)")
     if str(path).startswith(("http://", "https://")):
@@ -75,7 +80,7 @@ def load_image(row: dict, data_root: str | os.PathLike | None = None):
         full = (root / path).resolve()
         if root != full and root not in full.parents:
             raise ValueError(f"{path}: resolves outside data_root {root}")
-    return Image.open(full).convert("RGB")
+    return to_rgb(Image.open(full), str(path))
 
 
 def answer_text(row: dict) -> str:

@@ -166,7 +166,7 @@ def normalise_records(records: list[dict], source: str, data_root: str | None) -
             continue
         try:
             data, path = _image_bytes(record, data_root)
-            image = load_image_bytes(data, f"{source} row {index}")
+            image = load_image_bytes(data, f"{source} row {index}", refuse_blank=True)
         except BadImage as error:
             counts[f"skipped_{error.reason}"] += 1
             counts.setdefault("examples", [])

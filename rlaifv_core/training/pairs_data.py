@@ -19,10 +19,25 @@ from typing import Any
 
 import pandas as pd
 
+FILE_SUFFIXES = (".parquet", ".csv", ".json", ".jsonl", ".arrow", ".tsv", ".txt")
 REF_COLUMNS = ("ref_chosen_logps", "ref_rejected_logps")
 REF_TOKEN_COLUMNS = ("ref_chosen_token_logps", "ref_rejected_token_logps")
 #: the cached reference table: one row per pair, in the pairs' order
 REF_FRAME_COLUMNS = ("pair_key", *REF_COLUMNS, *REF_TOKEN_COLUMNS)
+
+
+class PairsFileError(ValueError):
+    """A pairs source that cannot train: not a parquet file, not found, or without a usable pair."""
+
+
+def _read_parquet(fs, file: str, name: str) -> pd.DataFrame:
+    with fs.open(file, "rb") as handle:
+        data = handle.read()
+    try:
+        return pd.read_parquet(io.BytesIO(data))
+    except Exception as error:  # noqa: BLE001 - pyarrow's ArrowInvalid and friends name no file
+        raise PairsFileError(f"{name}: not a parquet file ({type(error).__name__}: {error}); pairs files are "
+                             f"parquet (our pairs schema or the RLAIF-V-Dataset's)") from error
 
 
 def load_pairs(source: str | os.PathLike | pd.DataFrame, *, split: str = "train", limit: int | None = None,
@@ -49,11 +64,10 @@ def load_pairs(source: str | os.PathLike | pd.DataFrame, *, split: str = "train"
             files = sorted(fs.glob(f"{path.rstrip('/')}/**/*.parquet")) if fs.isdir(path) else [path]
             if not files:
                 raise FileNotFoundError(f"{text}: no parquet files")
-            frames = []
-            for file in files:
-                with fs.open(file, "rb") as handle:
-                    frames.append(pd.read_parquet(io.BytesIO(handle.read())))
-            frame = pd.concat(frames, ignore_index=True)
+            names = [text] if files == [path] else [fs.unstrip_protocol(file) for file in files]
+            frame = pd.concat([_read_parquet(fs, file, name) for file, name in zip(files, names)], ignore_index=True)
+        elif local.suffix.lower() in FILE_SUFFIXES:  # a file name, not a hub id: never ask the hub for it
+            raise FileNotFoundError(f"{text}: pairs file not found")
         else:
             import datasets
 
