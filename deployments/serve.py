@@ -4,8 +4,9 @@
     python deployments/serve.py --limit 2       # at most two flow runs at once (default 1)
 
 Needs a Prefect API (`PREFECT_API_URL`, e.g. a `prefect server start`). The deployments are those of
-prefect.yaml, read from it: the same names, entrypoints, default parameters (its build steps run
-here exactly as `prefect deploy` runs them), descriptions, tags, cron schedules (with their
+prefect.yaml, read from it: the same names, entrypoints (deployments/entrypoints.py: one parameter
+per config section), default parameters (its build steps run here exactly as `prefect deploy` runs
+them), descriptions, tags, cron schedules (with their
 active/inactive state) and concurrency limits; runs execute as subprocesses of this process, in
 the repository root, with the work pool's `env` job variables added to the environment. Stop with
 Ctrl-C: runs in flight are cancelled, schedules are paused.

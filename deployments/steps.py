@@ -1,8 +1,9 @@
 """Deployment build steps and helpers shared by `prefect.yaml` and `serve.py`.
 
-`prefect deploy` runs `config_parameter` as a build step, so a deployment's default `config`
-parameter is a file in configs/ resolved at deploy time (with `section.field=value` overrides):
-what the UI's run form shows is exactly what `python -m rlaifv_core.config <file>` prints.
+`prefect deploy` runs `config_parameter` as a build step, so a deployment's default parameters are
+a file in configs/ resolved at deploy time (with `section.field=value` overrides), one parameter per
+section (deployments/entrypoints.py): `models: "{{ shapes.config.models }}"`, … in prefect.yaml.
+What the UI's run form shows is exactly what `python -m rlaifv_core.config <file>` prints.
 Nothing secret can enter a parameter this way: the config has no secret fields.
 """
 

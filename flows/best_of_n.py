@@ -14,7 +14,8 @@ was trained from; default: the configured policy); `reward_sum` its un-normalise
 baselines `policy_likelihood` / `reference_likelihood` (mean token log-prob of one model). All four
 are computed and stored; `--method` picks the one that selects. Written to the run store under
 `best-of-n/<tag>/`: prompts, candidates, scores and best (parquet). Three cached Prefect tasks:
-sample, score, write.
+sample, score, write. The run is `best-of-n-<store.run_name>`, its tasks `best-of-n-sample-iter-<k>`,
+`best-of-n-score-iter-<k>`, `best-of-n-write-iter-<k>`; all carry the tags `run:<run_name>` and `iteration:<k>`.
 """
 
 from __future__ import annotations
@@ -23,11 +24,12 @@ import hashlib
 import sys
 from pathlib import Path
 
-from prefect import flow
+from prefect import flow, tags
 from pydantic import BaseModel
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `python flows/best_of_n.py` from a checkout
 
+from flows.names import named, prefixed_run_name, run_tags, tag_this_run  # noqa: E402
 from rlaifv_core.config import RunConfig  # noqa: E402
 from rlaifv_core.models import model_fingerprint  # noqa: E402
 from rlaifv_core.store import ArtifactRef  # noqa: E402
@@ -45,11 +47,18 @@ class BestOfNResult(BaseModel):
     counts: dict
 
 
-@flow(name="best-of-n", log_prints=True)
+@flow(name="best-of-n", flow_run_name=prefixed_run_name("best-of-n"), log_prints=True)
 def best_of_n_flow(config: RunConfig = RunConfig(), reward_model: str = "shapes:policy", reference: str | None = None,
                    base_model: str | None = None, n: int | None = None, method: str = "reward",
                    beta: float | None = None, iteration: int = 1) -> BestOfNResult:
     """Sample N candidates per prompt from the policy, score them with the reward model, keep the best."""
+    tag_this_run(*run_tags(config, iteration))
+    with tags(*run_tags(config, iteration)):
+        return _best_of_n(config, reward_model, reference, base_model, n, method, beta, iteration)
+
+
+def _best_of_n(config: RunConfig, reward_model: str, reference: str | None, base_model: str | None, n: int | None,
+               method: str, beta: float | None, iteration: int) -> BestOfNResult:
     if method not in METHODS:
         raise ValueError(f"method {method!r}: one of {', '.join(METHODS)}")
     reference = reference or config.models.policy.name_or_path
@@ -62,14 +71,15 @@ def best_of_n_flow(config: RunConfig = RunConfig(), reward_model: str = "shapes:
                          ).hexdigest()[:10]
     folder = f"best-of-n/iter-{iteration}-n{sampling.n}-{tag}"
     storage = {"result_storage": result_storage_for(config.store)}
-    prompts_ref, candidates_ref = sample_task.with_options(**storage)(
+    it = f"iter-{iteration}"
+    prompts_ref, candidates_ref = named(sample_task.with_options(**storage), f"best-of-n-sample-{it}")(
         config.prompts, iteration, config.iteration.seed, config.models.policy, policy_fp, sampling, config.store, folder)
     score_folder = f"{folder}/scored-{hashlib.sha256(f'{reward_fp}|{reference_fp}|{beta}'.encode()).hexdigest()[:10]}"
-    scores_ref = score_task.with_options(**storage)(
+    scores_ref = named(score_task.with_options(**storage), f"best-of-n-score-{it}")(
         prompts_ref, candidates_ref, reward_model, reward_fp, reference, reference_fp, base_model, beta,
         config.models.policy.device, config.store, score_folder)
-    best_ref, counts = write_task.with_options(**storage)(prompts_ref, scores_ref, method, config.store,
-                                                          f"{score_folder}/{method}")
+    best_ref, counts = named(write_task.with_options(**storage), f"best-of-n-write-{it}")(
+        prompts_ref, scores_ref, method, config.store, f"{score_folder}/{method}")
     print(f"best of {sampling.n} by {method}: {best_ref.rows} answers → {best_ref.uri}")
     return BestOfNResult(prompts=prompts_ref, candidates=candidates_ref, scores=scores_ref, best=best_ref, counts=counts)
 

@@ -31,10 +31,15 @@ def named(task: Task, name: str) -> Task:
 
 
 def _config_parameter() -> Any:
+    """The run's `config` parameter, or {"store": ...} for a flow that takes the sections as parameters
+    (deployments/entrypoints.py); None when neither is given."""
     from prefect.context import FlowRunContext
 
     context = FlowRunContext.get()
-    return (context.parameters or {}).get("config") if context else None
+    parameters = (context.parameters or {}) if context else {}
+    if "config" in parameters:
+        return parameters["config"]
+    return {"store": parameters["store"]} if "store" in parameters else None
 
 
 def _run_name(config: Any) -> str:
@@ -42,9 +47,10 @@ def _run_name(config: Any) -> str:
         from rlaifv_core.config import load_config
 
         config = load_config()  # the flows' default: configs/shapes.yaml
-    if isinstance(config, dict):  # a deployment's run: parameters as JSON
-        return str((config.get("store") or {}).get("run_name") or "default")
-    return config.store.run_name
+    store = (config.get("store") or {}) if isinstance(config, dict) else config.store
+    if isinstance(store, dict):  # a deployment's run: parameters as JSON
+        return str(store.get("run_name") or "default")
+    return store.run_name
 
 
 def run_name_of_config() -> str:

@@ -5,6 +5,10 @@
         model_config = _section("My section")      # the title the Prefect run form shows
     MySection().fingerprint()                      # stable hash of its values (cache keys)
     apply_overrides({"dpo": {}}, ["dpo.beta=0.2"])  # `a.b=value` overrides of a config dict
+
+The JSON schema of a section (what Prefect's run form renders) lists as `required` every field that
+cannot be empty (no None): the form labels only the others "(Optional)". Validation is pydantic's and
+unchanged (every field keeps its default); a deployment's parameters always carry whole sections.
 """
 
 from __future__ import annotations
@@ -18,13 +22,23 @@ import yaml
 from pydantic import BaseModel, ConfigDict
 
 
+def _nullable(prop: dict) -> bool:
+    return prop.get("type") == "null" or any(option.get("type") == "null" for option in prop.get("anyOf", []))
+
+
+def _form_required(schema: dict, cls: type) -> None:
+    """Schema hook: every property that cannot be None is `required` (so the run form does not label
+    it "(Optional)"); the nullable ones (None = unset, e.g. a hub revision) stay optional."""
+    schema["required"] = [name for name, prop in schema.get("properties", {}).items() if not _nullable(prop)]
+
+
 def _section(title: str) -> ConfigDict:
     """A section's settings; `title` is what the Prefect run form shows above it."""
-    return ConfigDict(extra="forbid", validate_assignment=True, title=title)
+    return ConfigDict(extra="forbid", validate_assignment=True, title=title, json_schema_extra=_form_required)
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, json_schema_extra=_form_required)
 
     def fingerprint(self) -> str:
         """Stable hash of this section's values (used in cache keys)."""

@@ -72,25 +72,64 @@ def test_every_readme_command_is_run_by_a_test():
 def test_prefect_yaml_deploys_the_four_flows_with_configs_defaults_and_an_inactive_weekly_schedule():
     spec = yaml.safe_load((ROOT / "deployments" / "prefect.yaml").read_text())
     entrypoints = {d["entrypoint"]: d for d in spec["deployments"]}
-    assert set(entrypoints) == {"flows/iterate.py:iterate", "flows/generate.py:generate", "flows/train.py:train",
-                                "flows/evaluate.py:evaluate"}
-    for entrypoint, item in entrypoints.items():
-        assert (ROOT / entrypoint.split(":")[0]).exists()
-        assert item["work_pool"]["name"] == "rlaifv-local"
-        assert item["parameters"]["config"] == "{{ shapes.config }}"
-    (schedule,) = entrypoints["flows/iterate.py:iterate"]["schedules"]
-    assert schedule["active"] is False and schedule["cron"] == "0 3 * * 1"
-
+    assert set(entrypoints) == {f"deployments/entrypoints.py:{f}" for f in ("iterate", "generate", "train", "evaluate")}
     sys.path.insert(0, str(ROOT / "deployments"))
     try:
+        import entrypoints as sectioned
         import steps
     finally:
         sys.path.remove(str(ROOT / "deployments"))
+    for entrypoint, item in entrypoints.items():
+        assert (ROOT / entrypoint.split(":")[0]).exists()
+        assert item["work_pool"]["name"] == "rlaifv-local"
+        # one parameter per config section, each the build step's section
+        assert {k: v for k, v in item["parameters"].items() if k in sectioned.SECTIONS} == {
+            k: f"{{{{ shapes.config.{k} }}}}" for k in sectioned.SECTIONS}
+    (schedule,) = entrypoints["deployments/entrypoints.py:iterate"]["schedules"]
+    assert schedule["active"] is False and schedule["cron"] == "0 3 * * 1"
+
     (step,) = spec["build"]
     (name, inputs), = step.items()
     assert name == "deployments/steps.py:config_parameter" and inputs["id"] == "shapes"
     produced = steps.config_parameter(inputs["path"])["config"]
     assert produced == load_config("configs/shapes.yaml").model_dump(mode="json")
+    rendered = _render(entrypoints["deployments/entrypoints.py:generate"]["parameters"], {"shapes": {"config": produced}})
+    assert rendered == sectioned.sections_of(load_config("configs/shapes.yaml")) | {"iteration_number": 1}
+
+
+def _sectioned():
+    sys.path.insert(0, str(ROOT / "deployments"))
+    try:
+        import entrypoints
+    finally:
+        sys.path.remove(str(ROOT / "deployments"))
+    return entrypoints
+
+
+@pytest.mark.parametrize("name", ["iterate", "generate", "train", "evaluate"])
+def test_deployed_flows_take_the_config_sections_as_required_parameters(name):
+    """The run form and the Parameters tab show one entry per section; a section and every field that
+    cannot be empty are `required` in the schema, so the form does not label them "(Optional)"."""
+    from prefect.utilities.callables import parameter_schema
+
+    import flows.evaluate
+    import flows.generate
+    import flows.iterate
+    import flows.train
+
+    entrypoints = _sectioned()
+    deployed = getattr(entrypoints, name)
+    original = getattr(flows, name).__dict__[name]
+    assert deployed.name == original.name  # the same flow in the UI (iterate/iterate-shapes …)
+    schema = parameter_schema(deployed.fn).model_dump()
+    assert set(entrypoints.SECTIONS) <= set(schema["required"])
+    assert [k for k in schema["properties"] if k in entrypoints.SECTIONS] == list(entrypoints.SECTIONS)
+    sampling = schema["definitions"]["SamplingConfig"]
+    assert "n" in sampling["required"] and "temperature" in sampling["required"]
+    assert "top_k" not in sampling["required"]  # nullable: may be left empty, stays "(Optional)"
+    spec = schema["definitions"]["ModelSpec"]
+    assert "name_or_path" in spec["required"] and "revision" not in spec["required"]
+    assert all(p.get("description") for k, p in schema["properties"].items() if k not in entrypoints.SECTIONS)
 
 
 def _render(template, values):
@@ -295,8 +334,8 @@ def deployed_run(prefect_stack, tiny_model_dir, tmp_path_factory) -> DeployedRun
     deployment = stack.deployment("iterate")
     started = datetime.now(timezone.utc) - timedelta(seconds=5)
     store = tmp_path_factory.mktemp("deployed-store")
-    run = trigger_like_the_ui(stack, deployment["id"], {
-        "config": tiny_config(store, tiny_model_dir, "scale.gpu_concurrency_limit=gpu")})
+    run = trigger_like_the_ui(stack, deployment["id"],  # one parameter per section
+                              tiny_config(store, tiny_model_dir, "scale.gpu_concurrency_limit=gpu"))
     finished = stack.wait_for_run(run["id"], 300, worker)
     assert finished["state"]["type"] == "COMPLETED", f"{finished['state']}\n{worker.tail()}"
     return DeployedRun(flow_run=finished, deployment=deployment, started=started)
@@ -311,7 +350,7 @@ def test_deployed_iterate_runs_on_a_worker_and_its_table_artifact_reads_back(pre
     assert names >= {("iterate", "iterate-shapes"), ("generate", "generate-shapes"), ("train-dpo", "train-dpo-shapes"),
                      ("evaluate", "evaluate-shapes")}
     shapes = load_config("configs/shapes.yaml").model_dump(mode="json")
-    assert deployed_run.deployment["parameters"]["config"] == shapes  # defaults from configs/
+    assert deployed_run.deployment["parameters"] == shapes  # defaults from configs/, one per section
     assert deployed_run.deployment["work_pool_name"] == "rlaifv-local"
 
     flow_run = deployed_run.flow_run
@@ -475,14 +514,14 @@ def test_serve_py_serves_the_same_deployments_in_one_process(prefect_stack, tiny
             time.sleep(1)
         deployment = stack.deployment("generate")
         iterate = stack.deployment("iterate")
-        assert iterate["entrypoint"] == "flows/iterate.py:iterate"
+        assert iterate["entrypoint"] == "deployments/entrypoints.py:iterate"
         assert iterate["pull_steps"] == [
             {"prefect.deployments.steps.set_working_directory": {"directory": str(ROOT.resolve())}}]
         assert [(s["active"], s["slug"]) for s in iterate["schedules"]] == [(False, "weekly-realignment")]
-        assert iterate["parameters"]["config"] == load_config("configs/shapes.yaml").model_dump(mode="json")
+        assert iterate["parameters"] == load_config("configs/shapes.yaml").model_dump(mode="json")
 
         config = tiny_config(tmp_path / "store", tiny_model_dir)
-        run = trigger_like_the_ui(stack, deployment["id"], {"config": config, "iteration": 1})
+        run = trigger_like_the_ui(stack, deployment["id"], config | {"iteration_number": 1})
         finished = stack.wait_for_run(run["id"], 240, served)
         assert finished["state"]["type"] == "COMPLETED", f"{finished['state']}\n{served.tail()}"
         assert (tmp_path / "store" / "deployed" / "iter-1" / "pairs.parquet").exists()

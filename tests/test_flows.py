@@ -99,3 +99,32 @@ def test_cached_rerun_of_the_script_loads_no_model_libraries(prefect_server, tmp
     assert {line.split()[0] for line in first_stages} >= {"prompts", "sample", "claims", "judge", "pairs"}
     assert run() == []
     assert stage_log.read_text().splitlines() == first_stages  # no stage body started on the re-run
+
+
+def test_best_of_n_runs_are_named_and_tagged_like_the_other_flows(prefect_server, tmp_path, tiny_model_dir):
+    """The best-of-n run is `best-of-n-<store.run_name>`, its tasks say what they run, and every one of them
+    carries the run and iteration tags (the UI's filters)."""
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName, FlowRunFilter, FlowRunFilterId, TaskRunFilter
+
+    from flows.best_of_n import best_of_n_flow
+
+    config = _tiny_config(tmp_path, tiny_model_dir, **{"store.run_name": "bon", "prompts.per_iteration": 2})
+    state = best_of_n_flow(config, reward_model=str(tiny_model_dir), reference=str(tiny_model_dir), n=2,
+                           iteration=2, return_state=True)
+    assert state.is_completed()
+
+    async def read_back():
+        async with get_client() as client:
+            (run,) = await client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=["best-of-n"])),
+                                                 flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id])))
+            tasks = await client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id])),
+                                                task_run_filter=TaskRunFilter())
+            return run, tasks
+
+    run, tasks = asyncio.run(read_back())
+    assert run.name == "best-of-n-bon" and {"run:bon", "iteration:2"} <= set(run.tags)
+    assert {t.name for t in tasks} == {"best-of-n-sample-iter-2", "best-of-n-score-iter-2", "best-of-n-write-iter-2"}
+    assert all({"run:bon", "iteration:2"} <= set(t.tags) for t in tasks), [(t.name, t.tags) for t in tasks]

@@ -153,3 +153,23 @@ def test_killed_during_dpo_then_resumed_equals_uninterrupted(tmp_path, tiny_mode
     for row_a, row_b in zip(a, b):
         for key, value in row_b["metrics"].items():
             assert row_a["metrics"][key] == pytest.approx(value, abs=1e-6), key
+
+
+@pytest.mark.slow
+def test_the_main_job_prints_no_error_lines_and_no_loading_bars_offline(tmp_path, tiny_model_dir):
+    """`python flows/iterate.py` on a machine without network, with none of the settings set: its temporary
+    Prefect server sends no telemetry (which would log `ERROR … Failed to send telemetry`) and model loads
+    draw no `Loading weights` progress bars (flows/quiet.py)."""
+    from flows.quiet import QUIET_DEFAULTS
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_") and k not in QUIET_DEFAULTS}
+    env |= {"PREFECT_HOME": str(tmp_path / "prefect-home"), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+            "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120"}  # a fresh database on a busy machine
+    overrides = [*tiny_overrides(tmp_path / "runs", tiny_model_dir), "iteration.iterations=1", "prompts.per_iteration=4",
+                 "sampling.n=2", "eval.shapes_scenes=4", "dpo.checkpoints_per_epoch=1"]
+    done = subprocess.run([sys.executable, str(ROOT / "flows" / "iterate.py"), *overrides], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-4000:]
+    assert "Starting temporary server" in output and "summary:" in output  # the run this is about
+    assert [line for line in output.splitlines() if "ERROR" in line or "Loading weights" in line] == []
