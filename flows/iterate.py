@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Literal
 
 from prefect import flow, tags
 from prefect.artifacts import create_markdown_artifact
@@ -53,17 +54,20 @@ def _flat(record: dict) -> dict[str, float]:
     return {f"{record['benchmark']}.{k}": v for k, v in record["metrics"].items()}
 
 
-@flow(name="evaluate-checkpoints", flow_run_name="evaluate-iter-{iteration}", log_prints=True)
-def evaluate_checkpoints(config: RunConfig, iteration: int, candidates: dict[str, ArtifactRef | None]) -> dict[str, dict]:
-    """Every candidate (name → checkpoint, None = the configured policy) on every benchmark."""
+@flow(name="evaluate-checkpoints", flow_run_name="{purpose}-iter-{iteration}", log_prints=True)
+def evaluate_checkpoints(config: RunConfig, iteration: int, candidates: dict[str, ArtifactRef | None],
+                         purpose: Literal["evaluate", "report"] = "evaluate") -> dict[str, dict]:
+    """Every candidate (name → checkpoint, None = the configured policy) on every benchmark
+    (`eval.benchmarks`; with purpose `report`, the report split `eval.report_benchmarks`)."""
     run_store = store_of(config.store)
     task = evaluate_model.with_options(result_storage=result_storage_for(config.store),
                                        **retry_options(config.iteration))
+    benchmarks = config.eval.report_benchmarks if purpose == "report" else config.eval.benchmarks
     futures = {}
     for name, checkpoint in candidates.items():
         fingerprint = checkpoint_fingerprint(config.models.policy, checkpoint)
-        for bench in config.eval.benchmarks:
-            run = gpu_guarded(named(task, f"evaluate-iter-{iteration}-{name}-{bench}"), config.scale)
+        for bench in benchmarks:
+            run = gpu_guarded(named(task, f"{purpose}-iter-{iteration}-{name}-{bench}"), config.scale)
             futures[(name, bench)] = run.submit(config.models.policy, checkpoint, fingerprint, bench, config.eval,
                                                  config.models.eval_judge, config.store,
                                                  f"iter-{iteration}/eval/{name}/{bench}.json")
@@ -123,22 +127,33 @@ def _iterate(config: RunConfig) -> dict:
     run_store.write_json("config.json", config.model_dump(mode="json"), schema="config")
     with tags(*run_tags(config, 0)):
         start = evaluate_checkpoints(config, 0, {"start": None})["start"]
+        report = report_scores(config, 0, "start", None)
     baseline_recall = metric_value(start, config.selection.tie_breaker)
-    rows = [{"iteration": 0, "selected": "start", "pairs": 0, "metrics": start}]
+    rows = [{"iteration": 0, "selected": "start", "pairs": 0, "metrics": start, "report": report}]
     policy: ArtifactRef | None = None
     for iteration in range(1, config.iteration.iterations + 1):
         with tags(*run_tags(config, iteration)):
             result = run_iteration(config, iteration, policy, start, baseline_recall)
+            if result.selected != "start":  # a kept starting policy keeps its report scores
+                report = report_scores(config, iteration, result.selected, result.policy)
         policy, start = result.policy, result.metrics
         rows.append({"iteration": iteration, "selected": result.selected, "pairs": result.pairs,
-                     "metrics": result.metrics, "pair_counts": result.pair_counts, "counts": result.counts,
-                     "dpo": result.dpo_metrics,
+                     "metrics": result.metrics, "report": report, "pair_counts": result.pair_counts,
+                     "counts": result.counts, "dpo": result.dpo_metrics,
                      "policy": result.policy.uri if result.policy else None})
     return write_summary(config, rows)
 
 
-SUMMARY_METRICS = ("chair_i", "chair_s", "recall", "mentions_per_answer", "hallucinated_per_answer",
-                   "correct_per_answer", "chair_s_refine", "score", "hallucination_rate")
+def report_scores(config: RunConfig, iteration: int, name: str, policy: ArtifactRef | None) -> dict[str, float]:
+    """The selected policy on the report split (`eval.report_benchmarks`, {} when none): run after
+    selection, so no choice is ever made on these scenes."""
+    if not config.eval.report_benchmarks:
+        return {}
+    return evaluate_checkpoints(config, iteration, {name: policy}, purpose="report")[name]
+
+
+SUMMARY_METRICS = ("chair_i", "chair_s", "recall", "f1", "words_per_answer", "mentions_per_answer",
+                   "hallucinated_per_answer", "correct_per_answer", "chair_s_refine", "score", "hallucination_rate")
 DPO_METRICS = ("rewards/accuracies", "rewards/margins", "loss")
 
 
@@ -161,13 +176,18 @@ def _change(name: str, first: float, last: float) -> str:
 
 
 def summary_words(config: RunConfig, rows: list[dict]) -> str:
-    """The result in one paragraph: what the selection metric and its guard did, and what was kept."""
+    """The result in one paragraph: what the selection metric and its guard did, and what was kept;
+    measured on the report split when there is one (selection never saw it)."""
     selection = config.selection
-    first, last = rows[0]["metrics"], rows[-1]["metrics"]
+    where = "report" if rows[0].get("report") else "metrics"
+    first, last = rows[0][where], rows[-1][where]
     done = len(rows) - 1
     kept = [r for r in rows[1:] if r["selected"] != "start"]
     parts = []
-    for name in (selection.metric, selection.tie_breaker):
+    names = (selection.metric, selection.tie_breaker, "f1")
+    if where == "report":  # the report benchmarks are others than selection's: match by metric
+        names = tuple(n.split(".", 1)[-1] for n in names)
+    for name in names:
         try:
             key = next(k for k in last if k == name or k.split(".", 1)[-1] == name)
             parts.append(f"{key} {_change(key, metric_value(first, key), metric_value(last, key))}")
@@ -175,12 +195,13 @@ def summary_words(config: RunConfig, rows: list[dict]) -> str:
             continue
     final = (f"the final policy is iteration {kept[-1]['iteration']}'s {kept[-1]['selected']}" if kept
              else "no checkpoint beat the starting policy, which stays the final policy")
-    return (f"After {done} iteration{'s' if done != 1 else ''} of RLAIF-V (feedback → DPO → evaluation → selection): "
+    on = " on the report split (never used for selection)" if where == "report" else ""
+    return (f"After {done} iteration{'s' if done != 1 else ''} of RLAIF-V (feedback → DPO → evaluation → selection){on}: "
             + ("; ".join(parts) or "no metrics") + f". {final.capitalize()}; "
             f"{sum(r['pairs'] for r in rows)} preference pairs in all.")
 
 
-def summary_markdown(config: RunConfig, rows: list[dict], metric_names: list[str], png: bytes,
+def summary_markdown(config: RunConfig, rows: list[dict], shown: list[dict], metric_names: list[str], png: bytes,
                      links: dict[str, str | None]) -> str:
     """The run summary artifact: the result in words, the table, the plot (inline PNG, which the
     Prefect UI renders: its markdown sanitizer lets `data:image/` sources through) and where things are."""
@@ -192,7 +213,7 @@ def summary_markdown(config: RunConfig, rows: list[dict], metric_names: list[str
               f"selection: lowest {config.selection.objective} with {config.selection.tie_breaker} at most "
               f"{config.selection.max_recall_drop:g} below the start")
     lines = [f"# RLAIF-V run {config.store.run_name}", "", summary_words(config, rows), "",
-             summary_table_markdown(rows, metric_names), "",
+             summary_table_markdown(shown, metric_names), "",
              f"![hallucination and recall per iteration](data:image/png;base64,{base64.b64encode(png).decode()})", "",
              "**Where the results are**", ""]
     lines += [f"- {label}: `{uri}`" if uri else f"- {label}: none" for label, uri in links.items()]
@@ -206,15 +227,17 @@ def write_summary(config: RunConfig, rows: list[dict]) -> dict:
     summary = {"run": config.store.run_name, "iterations": rows, "final_policy": rows[-1].get("policy"),
                "warnings": warnings}
     json_ref = run_store.write_json("summary.json", summary, schema="summary")
-    png = summary_plot(rows, f"RLAIF-V: {config.store.run_name}")
+    # selection's scores and the report split's side by side (their keys never collide: benchmark.metric)
+    shown = [r | {"metrics": r["metrics"] | r.get("report", {})} for r in rows]
+    png = summary_plot(shown, f"RLAIF-V: {config.store.run_name}")
     png_ref = run_store.write_bytes("summary.png", png, schema="png")
-    metric_names = [m for m in rows[0]["metrics"] if m.split(".", 1)[-1] in SUMMARY_METRICS]
-    table_artifact(artifact_key(config.store.run_name, "iterations"), iterations_table(rows, metric_names),
+    metric_names = [m for m in shown[0]["metrics"] if m.split(".", 1)[-1] in SUMMARY_METRICS]
+    table_artifact(artifact_key(config.store.run_name, "iterations"), iterations_table(shown, metric_names),
                    "one row per iteration (0 = the starting policy)")
     links = {"summary (JSON)": json_ref.uri, "plot (PNG)": png_ref.uri,
              "final checkpoint": summary["final_policy"] or f"the starting policy ({config.models.policy.name_or_path})",
              "config": run_store.uri("config.json")}
-    markdown = summary_markdown(config, rows, metric_names, png, links)
+    markdown = summary_markdown(config, rows, shown, metric_names, png, links)
     if warnings:  # degenerate feedback is never a quiet Completed
         markdown += "\n\n**WARNINGS**\n\n" + "\n".join(f"- {w}" for w in warnings)
         for line in warnings:
@@ -222,7 +245,7 @@ def write_summary(config: RunConfig, rows: list[dict]) -> dict:
     create_markdown_artifact(key=artifact_key(config.store.run_name, "summary"), markdown=markdown,
                              description="RLAIF-V run summary")
     print(summary_words(config, rows))
-    print(summary_table_markdown(rows, metric_names))
+    print(summary_table_markdown(shown, metric_names))
     print(f"summary: {json_ref.uri}\nplot:    {png_ref.uri}")
     return summary
 

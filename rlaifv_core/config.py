@@ -242,6 +242,10 @@ class EvalConfig(_Section):
         default_factory=lambda: ["object_halbench", "mmhal"],
         description="Benchmarks run on every checkpoint (shapes, object_halbench, mmhal, refomb, amber).",
     )
+    report_benchmarks: list[str] = Field(
+        default_factory=list, title="Report benchmarks", description="The report split: benchmarks run only on the "
+        "starting policy and each iteration's selected policy, never seen by selection (e.g. shapes_report).",
+    )
     protocol: Literal["project", "rlaifv"] = Field(
         "project",
         description="project: the project's extraction, rubric and pooled both-orders RefoMB (docs/method.md §8, §11); "
@@ -250,6 +254,10 @@ class EvalConfig(_Section):
     )
     shapes_scenes: int = Field(300, ge=1, description="Held-out scenes for the shapes-world evaluation.")
     shapes_seed: int = Field(10_000, description="Seed of the held-out shapes scenes.")
+    shapes_report_scenes: int | None = Field(None, ge=1, description="Held-out scenes of the shapes report split "
+                                             "(default: as many as shapes_scenes).")
+    shapes_report_seed: int = Field(20_000, description="Seed of the shapes report split's scenes (disjoint from "
+                                    "shapes_seed's and the prompts').")
     temperature: float = Field(
         0.0, ge=0, description="Generation temperature for evaluation (0 = greedy / beam search)."
     )

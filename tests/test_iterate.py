@@ -44,6 +44,19 @@ def test_two_iterations_write_summary_and_rerun_is_cached(prefect_server, tmp_pa
     assert list((root / "iter-1" / "checkpoints").iterdir())  # DPO ran and wrote checkpoints
     for k in (1, 2):
         assert (root / f"iter-{k}" / "pairs.parquet").exists() and (root / f"iter-{k}" / "selection.json").exists()
+        # selection never sees the report split ...
+        scores = json.loads((root / f"iter-{k}" / "selection.json").read_text())["scores"]
+        assert scores and not any(key.startswith("shapes_report.") for s in scores.values() for key in s)
+    # ... which is measured on the start and on every selected policy (a kept start keeps its scores)
+    rows = stored["iterations"]
+    assert all({"shapes_report.chair_i", "shapes_report.f1", "shapes_report.words_per_answer"} <= set(r["report"])
+               for r in rows)
+    assert "shapes.f1" in rows[0]["metrics"] and rows[0]["report"] != rows[0]["metrics"]
+    for before, row in zip(rows, rows[1:]):
+        if row["selected"] == "start":
+            assert row["report"] == before["report"]
+        else:
+            assert (root / f"iter-{row['iteration']}" / "eval" / row["selected"] / "shapes_report.json").exists()
 
     async def read_back():
         from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
@@ -63,10 +76,12 @@ def test_two_iterations_write_summary_and_rerun_is_cached(prefect_server, tmp_pa
     columns = list(table[0])  # the UI's columns: those of the first row
     assert all(list(row) == columns for row in table)
     assert any(c.startswith("dpo.") for c in columns) and any(c.startswith("skipped.") for c in columns)
+    assert {"shapes.chair_i", "shapes_report.chair_i", "shapes_report.f1"} <= set(columns)
     assert table[0]["dpo.loss"] == "" and table[1]["dpo.loss"] != ""
     summary_md = artifacts["t-summary"].data
     assert "](data:image/png;base64," in summary_md and str(root / "summary.json") in summary_md
     assert str(root / "config.json") in summary_md and "After 2 iterations" in summary_md
+    assert "on the report split (never used for selection): shapes_report.chair_s" in summary_md
     assert (summary["final_policy"] or "the starting policy") in summary_md
 
     names = {r.name for r in flow_runs}
@@ -76,7 +91,8 @@ def test_two_iterations_write_summary_and_rerun_is_cached(prefect_server, tmp_pa
     assert all("iteration:2" in r.tags for r in flow_runs if r.name.endswith("-2"))
     task_names = {r.name for r in task_runs}
     assert {"prompts-iter-1", "sample-iter-1-shard-0", "judge-iter-2-shard-0", "claims-iter-1", "pairs-iter-2",
-            "reference-logps-iter-1", "train-dpo-iter-2", "evaluate-iter-0-start-shapes"} <= task_names, task_names
+            "reference-logps-iter-1", "train-dpo-iter-2", "evaluate-iter-0-start-shapes",
+            "report-iter-0-start-shapes_report"} <= task_names, task_names
     assert any(re.fullmatch(r"evaluate-iter-1-step-\d+-shapes", n) for n in task_names)
     assert all("run:t" in r.tags and any(t.startswith("iteration:") for t in r.tags) for r in task_runs)
 

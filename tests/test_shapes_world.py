@@ -58,6 +58,8 @@ def test_chair_on_hand_made_answers():
     assert metrics["mentions_per_answer"] == pytest.approx(4 / 3)
     assert metrics["hallucinated_per_answer"] == pytest.approx(1 / 3)
     assert metrics["prior_share"] == 0.0  # green circle is not a partner of red circle / blue square
+    assert metrics["f1"] == pytest.approx(0.75)  # precision 3/4, recall 3/4
+    assert metrics["words_per_answer"] == pytest.approx((14 + 6 + 8) / 3)
     metrics = chair([{red_circle}], ["there is a red circle and a blue square ."])
     assert metrics["prior_share"] == 1.0  # blue square is red circle's partner
 
@@ -81,3 +83,35 @@ def test_oracle_answers_exactly():
     obj = sorted(scene.objects)[0]
     verdicts = OracleLabeler().yes_no(scene.render(), [f"is there a {obj[0]} {obj[1]} ?", f"is there no {obj[0]} {obj[1]} ?"])
     assert [v.accepted() for v in verdicts] == [True, False]
+
+
+def test_report_split_scenes_are_disjoint_from_selection_and_prompt_scenes():
+    from rlaifv_core.config import load_config
+    from rlaifv_core.shapes.prompts import SHAPES_SEED_STRIDE
+
+    config = load_config("configs/shapes.yaml")
+    e = config.eval
+    report = range(e.shapes_report_seed, e.shapes_report_seed + (e.shapes_report_scenes or e.shapes_scenes))
+    selection = range(e.shapes_seed, e.shapes_seed + e.shapes_scenes)
+    assert config.eval.report_benchmarks == ["shapes_report"] and "shapes_report" not in config.eval.benchmarks
+    assert not set(report) & set(selection)
+    for seed in range(5):  # the run seeds the README reports
+        for k in range(1, config.iteration.iterations + 1):
+            start = seed * 7_919 + k * SHAPES_SEED_STRIDE
+            prompts = range(start, start + config.prompts.per_iteration)
+            assert not set(prompts) & (set(report) | set(selection))
+    world = ShapesWorld()
+    report_scenes = {tuple(sorted(s.objects)) + (s.render().tobytes(),) for s in world.scenes(report.start, 40)}
+    selection_scenes = {tuple(sorted(s.objects)) + (s.render().tobytes(),) for s in world.scenes(selection.start, 40)}
+    assert not report_scenes & selection_scenes  # distinct seeds draw distinct pictures
+
+
+def test_a_report_benchmark_that_selection_also_sees_is_refused():
+    from rlaifv_core.config import load_config
+    from rlaifv_core.evals.registry import check_benchmark_data
+
+    config = load_config("configs/shapes.yaml", ["eval.benchmarks=[shapes,shapes_report]"])
+    with pytest.raises(ValueError, match="report_benchmarks.*also in eval.benchmarks"):
+        check_benchmark_data(config.eval)
+    with pytest.raises(ValueError, match="unknown benchmark 'nope' in eval.report_benchmarks"):
+        check_benchmark_data(load_config("configs/shapes.yaml", ["eval.report_benchmarks=[nope]"]).eval)

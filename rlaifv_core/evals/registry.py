@@ -23,13 +23,20 @@ def generation_settings(eval_config) -> GenerationSettings:
 
 def check_benchmark_data(eval_config) -> None:
     """Every data file of every configured benchmark present (an error naming the key and the path):
-    called by the flows before any stage runs a model, so a missing file never surfaces hours later."""
-    for name in eval_config.benchmarks:
-        if name in RUNNERS:
-            check_eval_data(eval_config, name)
-        elif name not in plugins.benchmarks:
-            raise ValueError(f"unknown benchmark {name!r} in eval.benchmarks; known: "
-                             f"{', '.join(sorted(set(RUNNERS) | set(plugins.benchmarks.names())))}")
+    called by the flows before any stage runs a model, so a missing file never surfaces hours later.
+    A report benchmark (`eval.report_benchmarks`) must not also be a selection benchmark: selection
+    would then see the report split."""
+    both = sorted(set(eval_config.benchmarks) & set(eval_config.report_benchmarks))
+    if both:
+        raise ValueError(f"eval.report_benchmarks {both} are also in eval.benchmarks: the report split must be "
+                         "a benchmark that selection never sees")
+    for field in ("benchmarks", "report_benchmarks"):
+        for name in getattr(eval_config, field):
+            if name in RUNNERS:
+                check_eval_data(eval_config, name)
+            elif name not in plugins.benchmarks:
+                raise ValueError(f"unknown benchmark {name!r} in eval.{field}; known: "
+                                 f"{', '.join(sorted(set(RUNNERS) | set(plugins.benchmarks.names())))}")
 
 
 def run_benchmark(name: str, backend: Backend, eval_config, judge: Backend | None = None) -> dict:

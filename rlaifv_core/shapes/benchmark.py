@@ -5,9 +5,15 @@
     record = run_benchmark("shapes", backend, config.eval)   # the same, through rlaifv_core.evals.registry
 
 CHAIRi = hallucinated mentions / mentions; CHAIRs = answers with ≥ 1 hallucinated mention /
-answers; recall = correctly named objects / objects present; plus mentions, hallucinated and
-correct mentions per answer, the share of hallucinations that are absent partners (prior-driven),
-and question-answering accuracy on "is there a …?" prompts.
+answers; recall = correctly named objects / objects present; f1 = the harmonic mean of object
+precision (1 − CHAIRi) and recall; plus words, mentions, hallucinated and correct mentions per
+answer, the share of hallucinations that are absent partners (prior-driven), and
+question-answering accuracy on "is there a …?" prompts.
+
+Two benchmarks on disjoint held-out scenes: `shapes` (`eval.shapes_scenes` from `eval.shapes_seed`)
+is what selection minimises; `shapes_report` (`eval.shapes_report_scenes` from
+`eval.shapes_report_seed`) is the report split, run only on each iteration's selected policy
+(`eval.report_benchmarks`), so the headline carries no winner's-curse bias.
 """
 
 from __future__ import annotations
@@ -50,6 +56,7 @@ class ChairCounts:
     prior_hallucinated: int = 0
     correct: int = 0
     truth: int = 0
+    words: int = 0
 
     def add(self, truth: Iterable[ObjectType], answer: str) -> None:
         truth = frozenset(truth)
@@ -63,13 +70,17 @@ class ChairCounts:
         self.prior_hallucinated += sum(1 for o in wrong if PARTNER[o] in truth)
         self.correct += len(named) - len(wrong)
         self.truth += len(truth)
+        self.words += len(answer.split())
 
     def metrics(self) -> dict[str, float]:
         n = max(self.answers, 1)
+        precision, recall = 1 - self.hallucinated / max(self.mentions, 1), self.correct / max(self.truth, 1)
         return {
-            "chair_i": self.hallucinated / max(self.mentions, 1),
+            "chair_i": 1 - precision,
             "chair_s": self.answers_hallucinating / n,
-            "recall": self.correct / max(self.truth, 1),
+            "recall": recall,
+            "f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0,
+            "words_per_answer": self.words / n,
             "mentions_per_answer": self.mentions / n,
             "hallucinated_per_answer": self.hallucinated / n,
             "correct_per_answer": self.correct / n,
@@ -128,12 +139,17 @@ def evaluate_policy(backend: Backend, *, scenes: int = 300, seed: int = 10_000,
 
 
 # -- labeler audit ---------------------------------------------------------------------------------
-def run_shapes_benchmark(backend: Backend, eval_config, settings: GenerationSettings) -> dict:
+def run_shapes_benchmark(backend: Backend, eval_config, settings: GenerationSettings, report: bool = False) -> dict:
     """The benchmark `shapes` (registered by plugin.py): `evaluate_policy` on `eval.shapes_scenes`
-    held-out scenes from `eval.shapes_seed`, as a benchmark record."""
-    raw = evaluate_policy(backend, scenes=eval_config.shapes_scenes, seed=eval_config.shapes_seed, settings=settings)
+    held-out scenes from `eval.shapes_seed`, as a benchmark record; with `report`, the report split
+    `shapes_report` on `eval.shapes_report_scenes` scenes from `eval.shapes_report_seed`."""
+    name = "shapes_report" if report else "shapes"
+    scenes, seed = eval_config.shapes_scenes, eval_config.shapes_seed
+    if report:
+        scenes, seed = eval_config.shapes_report_scenes or scenes, eval_config.shapes_report_seed
+    raw = evaluate_policy(backend, scenes=scenes, seed=seed, settings=settings)
     metrics = {k: float(v) for k, v in raw.items() if isinstance(v, (int, float)) and k != "answers"}
-    return {"benchmark": "shapes", "metrics": metrics, "n": raw["answers"], "judge": "exact (ground truth)",
+    return {"benchmark": name, "metrics": metrics, "n": raw["answers"], "judge": "exact (ground truth)",
             "generation": raw["settings"], "model": backend.identity, "examples": raw["examples"]}
 
 

@@ -5,7 +5,7 @@
 
 It registers the model scheme `shapes:` (`shapes:policy`, `shapes:labeler`: the bootstrapped tiny
 models, trained on first use), the `oracle` backend (ground truth as labeler, for ablations), the
-prompt source `shapes`, the benchmark `shapes` (exact CHAIR) and the pair builder
+prompt source `shapes`, the benchmarks `shapes` (exact CHAIR; selection's scenes) and `shapes_report` (the report split) and the pair builder
 `minimal_edit_anchor`, and CHAIR against the truth its prompts carry. Each entry imports its module only when it is called, so registering
 costs nothing: a cached run never loads torch through here.
 """
@@ -39,6 +39,12 @@ def _benchmark(backend, eval_config, settings):
     return run_shapes_benchmark(backend, eval_config, settings)
 
 
+def _report_benchmark(backend, eval_config, settings):
+    from .benchmark import run_shapes_benchmark
+
+    return run_shapes_benchmark(backend, eval_config, settings, report=True)
+
+
 def _minimal_edit_anchor(group, config, rng, counts):
     from .pair_builders import minimal_edit_anchor_pairs
 
@@ -56,5 +62,6 @@ def register() -> None:
     plugins.backends.register("oracle", _oracle)
     plugins.prompt_sources.register("shapes", _prompts)
     plugins.benchmarks.register("shapes", _benchmark)
+    plugins.benchmarks.register("shapes_report", _report_benchmark)
     plugins.pair_builders.register("minimal_edit_anchor", _minimal_edit_anchor)
     plugins.truth_metrics.register("shapes", _chair_against_truth)
