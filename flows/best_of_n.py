@@ -28,6 +28,7 @@ from pydantic import BaseModel
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `python flows/best_of_n.py` from a checkout
 
+from flows.lock import holding_run  # noqa: E402
 from rlaifv_core.config import RunConfig  # noqa: E402
 from rlaifv_core.models import model_fingerprint  # noqa: E402
 from rlaifv_core.store import ArtifactRef  # noqa: E402
@@ -52,6 +53,12 @@ def best_of_n_flow(config: RunConfig = RunConfig(), reward_model: str = "shapes:
     """Sample N candidates per prompt from the policy, score them with the reward model, keep the best."""
     if method not in METHODS:
         raise ValueError(f"method {method!r}: one of {', '.join(METHODS)}")
+    with holding_run(config):
+        return _best_of_n(config, reward_model, reference, base_model, n, method, beta, iteration)
+
+
+def _best_of_n(config: RunConfig, reward_model: str, reference: str | None, base_model: str | None, n: int | None,
+               method: str, beta: float | None, iteration: int) -> BestOfNResult:
     reference = reference or config.models.policy.name_or_path
     beta = config.dpo.beta if beta is None else beta
     sampling = config.sampling.model_copy(update={"n": n or config.sampling.n})
