@@ -5,8 +5,9 @@
     is_disk_full(error)                     # the check the tasks' retry conditions use: never retried
 
 torch.save reports a full disk as `RuntimeError: [enforce fail at inline_container.cc:…] . unexpected
-pos …` or `… file write failed`, naming neither the cause nor the file; both are mapped here. This
-module imports no Prefect.
+pos …` or `… file write failed`, naming neither the cause nor the file, and safetensors as
+`SafetensorError: … No space left on device (os error 28)`; all are mapped here. This module imports
+no Prefect.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Iterator
 
 _ERRNOS = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
-_TORCH_MARKERS = ("unexpected pos", "file write failed", "No space left on device")
+_MARKERS = ("unexpected pos", "file write failed", "No space left on device", "os error 28")
 
 
 class DiskFull(OSError):
@@ -63,7 +64,7 @@ def is_disk_full(error: BaseException | None) -> bool:
             return True
         if isinstance(error, OSError) and error.errno in _ERRNOS:
             return True
-        if isinstance(error, RuntimeError) and any(m in str(error) for m in _TORCH_MARKERS):
+        if any(marker in str(error) for marker in _MARKERS):  # torch.save, safetensors (Rust I/O)
             return True
         error = error.__cause__ or error.__context__
     return False
