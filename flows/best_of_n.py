@@ -105,4 +105,6 @@ def main(argv: list[str] | None = None) -> BestOfNResult:
 
 
 if __name__ == "__main__":
-    main()
+    from flows.signals import run_main
+
+    run_main(main)

@@ -114,4 +114,6 @@ def main(argv: list[str] | None = None) -> GenerateResult:
 
 
 if __name__ == "__main__":
-    main()
+    from flows.signals import run_main
+
+    run_main(main)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 from typing import Iterator
 
+from flows.signals import RUN_TAGS
 from rlaifv_core.run_lock import RunLock
 from tasks.common import store_of
 
@@ -37,6 +38,7 @@ def holding_run(config) -> Iterator[RunLock]:
     with RunLock(store, _owner(), wait_s=config.scale.run_lock_wait_s, stale_s=config.scale.run_lock_stale_s,
                  say=logger.warning) as lock:
         if lock.owner == _owner():  # the outermost entry: nothing else writes this run now
+            RUN_TAGS.append(f"run:{config.store.run_name}")  # what a signal marks Crashed (flows/signals.py)
             for leftover in store.sweep_leftovers():
                 logger.warning(f"removed {leftover}, left by a writer that was killed or failed")
         yield lock
