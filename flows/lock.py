@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 from typing import Iterator
 
-from flows.signals import RUN_TAGS
+from flows.signals import ROOT_RUNS
 from rlaifv_core.run_lock import RunLock
 from tasks.common import store_of
 
@@ -29,6 +29,14 @@ def _owner() -> str:
     return f"{context.flow.name} flow run {context.flow_run.name!r} ({context.flow_run.id})"
 
 
+def _note_root_run() -> None:
+    from prefect.context import FlowRunContext
+
+    context = FlowRunContext.get()
+    if context is not None and context.flow_run is not None:
+        ROOT_RUNS.append(context.flow_run.id)
+
+
 @contextlib.contextmanager
 def holding_run(config) -> Iterator[RunLock]:
     from prefect.logging import get_run_logger
@@ -38,7 +46,7 @@ def holding_run(config) -> Iterator[RunLock]:
     with RunLock(store, _owner(), wait_s=config.scale.run_lock_wait_s, stale_s=config.scale.run_lock_stale_s,
                  say=logger.warning) as lock:
         if lock.owner == _owner():  # the outermost entry: nothing else writes this run now
-            RUN_TAGS.append(f"run:{config.store.run_name}")  # what a signal marks Crashed (flows/signals.py)
+            _note_root_run()  # what a signal marks Crashed (flows/signals.py)
             for leftover in store.sweep_leftovers():
                 logger.warning(f"removed {leftover}, left by a writer that was killed or failed")
         yield lock

@@ -9,8 +9,8 @@ process group, so a Ctrl-C in the terminal killed it at once, and the flow then 
 updates for minutes. `run_main` starts that server itself, in its own session (the terminal's
 signals do not reach it; on Linux it still dies with this process), and stops it on every exit.
 On a signal, each flow run unwinds as Prefect handles it (Crashed); after `GRACE_S` at most, every
-flow and task run of the run (tag `run:<store.run_name>`, see flows/lock.py) still Running or
-Pending is set Crashed, the server is stopped and the process exits, abandoning worker threads
+flow and task run of the run (the tree under the top-level flow run that holds the run lock, see
+flows/lock.py) still Running or Pending is set Crashed, the server is stopped and the process exits, abandoning worker threads
 whose task would otherwise keep it alive. The store needs no clean-up: every write is atomic and
 the next run takes over the dead run's lock.
 """
@@ -27,7 +27,7 @@ from typing import Callable
 
 GRACE_S = 5.0
 EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
-RUN_TAGS: list[str] = []  # run:<name> of the runs this process holds (flows/lock.py adds them)
+ROOT_RUNS: list = []  # the top-level flow run ids of the runs this process holds (flows/lock.py adds them)
 _signalled: dict[str, int] = {}
 _exiting = threading.Lock()
 _noting = threading.Lock()
@@ -68,26 +68,35 @@ def _die_with_parent() -> None:  # in the server's child process, before exec (L
 
 
 def _crash_leftover_runs(reason: str) -> int:
-    """Set Crashed every flow and task run of this process's runs that is still Running or Pending."""
-    if not RUN_TAGS:
+    """Set Crashed every flow and task run of this process's runs (the trees under ROOT_RUNS) that
+    is still Running or Pending."""
+    if not ROOT_RUNS:
         return 0
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import (FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType,
-                                                FlowRunFilterTags, TaskRunFilter, TaskRunFilterState,
-                                                TaskRunFilterStateType, TaskRunFilterTags)
+    from prefect.client.schemas.filters import (FlowRunFilter, FlowRunFilterId, FlowRunFilterParentFlowRunId,
+                                                TaskRunFilter,
+                                                TaskRunFilterFlowRunId, TaskRunFilterState, TaskRunFilterStateType)
     from prefect.client.schemas.objects import StateType
     from prefect.states import Crashed
 
-    live = [StateType.RUNNING, StateType.PENDING]
+    live = {StateType.RUNNING, StateType.PENDING}
     count = 0
     with get_client(sync_client=True) as client:
-        for tag in RUN_TAGS:
-            for run in client.read_task_runs(task_run_filter=TaskRunFilter(
-                    tags=TaskRunFilterTags(all_=[tag]), state=TaskRunFilterState(type=TaskRunFilterStateType(any_=live)))):
-                client.set_task_run_state(run.id, Crashed(message=reason), force=True)
-                count += 1
-            for run in client.read_flow_runs(flow_run_filter=FlowRunFilter(
-                    tags=FlowRunFilterTags(all_=[tag]), state=FlowRunFilterState(type=FlowRunFilterStateType(any_=live)))):
+        flow_runs = {run.id: run for run in client.read_flow_runs(flow_run_filter=FlowRunFilter(
+            id=FlowRunFilterId(any_=list(ROOT_RUNS))))}
+        level = list(flow_runs)
+        while level:  # the subflows, level by level
+            children = client.read_flow_runs(flow_run_filter=FlowRunFilter(
+                parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=level)))
+            level = [run.id for run in children if run.id not in flow_runs]
+            flow_runs.update({run.id: run for run in children})
+        for run in client.read_task_runs(task_run_filter=TaskRunFilter(
+                flow_run_id=TaskRunFilterFlowRunId(any_=list(flow_runs)),
+                state=TaskRunFilterState(type=TaskRunFilterStateType(any_=list(live))))):
+            client.set_task_run_state(run.id, Crashed(message=reason), force=True)
+            count += 1
+        for run in flow_runs.values():
+            if run.state_type in live:
                 client.set_flow_run_state(run.id, Crashed(message=reason), force=True)
                 count += 1
     return count
@@ -95,16 +104,18 @@ def _crash_leftover_runs(reason: str) -> int:
 
 def _finish(code: int, server, who: str) -> None:
     """After a signal: crash what is left, stop the server, exit now (once, from whichever thread)."""
-    if not _exiting.acquire(blocking=False):
-        return
+    _exiting.acquire()  # a second caller waits here until the first one's os._exit
     reason = f"interrupted by {_signalled.get('name', 'a signal')}"
     try:
         left = _crash_leftover_runs(reason)
         print(f"{reason}: {left} flow/task runs still running were set Crashed ({who})", file=sys.stderr, flush=True)
     except Exception as error:  # noqa: BLE001 - the exit must happen even if the API is gone
         print(f"{reason}: could not mark the runs Crashed ({error})", file=sys.stderr, flush=True)
+    from rlaifv_core.run_lock import release_all
+
     if server is not None:
         server.stop()
+    release_all()  # the store is consistent: every write is atomic
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)  # worker threads (a sampling batch) would hold a normal exit for minutes

@@ -221,3 +221,12 @@ class RunLock:
                 return
             del _HELD[self.path]
         held[0].release()
+
+
+def release_all() -> None:
+    """Release every run lock this process holds (an exit that skips the `with` blocks' ends)."""
+    with _HELD_GUARD:
+        held = [lock for lock, _ in _HELD.values()]
+        _HELD.clear()
+    for lock in held:
+        lock.release()

@@ -144,3 +144,40 @@ def test_a_training_result_is_checked_against_the_store(tmp_path):
     with disable_run_logger():
         result = checked_training(FakeTrain(), *args)
     assert [c.step for c in result.checkpoints] == [1, 2] and FakeTrain.calls == [False, True]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_two_iterate_runs_started_together_on_one_store_one_runs_the_other_waits_then_hits_the_cache(
+        prefect_api, tmp_path, tiny_model_dir):
+    """Issue 19's case: the same run started twice at once. One holds the run and trains; the other
+    waits for it (scale.run_lock_wait_s), then is all cache hits; selection sees every checkpoint."""
+    from .conftest import ROOT, tiny_overrides
+
+    store = tmp_path / "store"
+    procs, logs = [], []
+    for name in ("a", "b"):
+        log = tmp_path / f"stages-{name}.log"
+        env = {**os.environ, "PREFECT_API_URL": prefect_api, "PREFECT_HOME": str(tmp_path / f"home-{name}"),
+               "HF_HUB_OFFLINE": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "RLAIFV_TEST_STAGE_LOG": str(log)}
+        env.pop("RLAIFV_TEST_PAUSE_AT", None)
+        procs.append(subprocess.Popen(
+            [sys.executable, str(ROOT / "flows" / "iterate.py"),
+             *tiny_overrides(store, tiny_model_dir, "scale.run_lock_wait_s=500", run="two")],
+            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True))
+        logs.append(log)
+    outs = [proc.communicate(timeout=500)[0] for proc in procs]
+    for proc, out in zip(procs, outs):
+        assert proc.returncode == 0, out[-4000:]
+    worked = [log.exists() and log.read_text().strip() != "" for log in logs]
+    assert sorted(worked) == [False, True], "exactly one run computed; the other was all cache hits"
+    waiter = outs[worked.index(False)]
+    assert "is in use by iterate flow run" in waiter and "waiting up to 500 s" in waiter
+    root = store / "two"
+    steps = sorted(p.name for p in (root / "iter-1" / "checkpoints").iterdir())
+    assert steps == ["step-1", "step-2"]
+    selection = json.loads((root / "iter-1" / "selection.json").read_text())
+    assert sorted(selection["scores"]) == ["start", *steps]  # every checkpoint in the store was a candidate
+    summary = json.loads((root / "summary.json").read_text())
+    assert summary["iterations"][1]["selected"] == selection["chosen"]
+    assert not (root / ".run-lock.json").exists() and not (root / "iter-1" / ".train-work").exists()
