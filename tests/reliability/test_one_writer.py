@@ -101,6 +101,15 @@ def test_each_training_attempt_gets_its_own_work_folder_and_claims_a_left_one(tm
     other = _work_dir(store, store_config, "iter-1", "j" * 16)
     assert not other.exists() and second.exists()  # another training's folder is not touched
 
+    from rlaifv_core.training.run import TrainJob, _job_identity
+
+    def job(work):  # what train_dpo gives the trainer: inputs and output inside the attempt's folder
+        return TrainJob(model_dir="/models/policy", pairs_path=str(work / "pairs.parquet"),
+                        ref_logps_path=str(work / "ref_logps.parquet"), output_dir=str(work / "trainer"))
+
+    assert _job_identity(job(first)) == _job_identity(job(second))  # the claimed folder stays resumable
+    assert _job_identity(job(first)) != _job_identity(job(first).model_copy(update={"model_dir": "/models/other"}))
+
 
 def _checkpoint(store: RunStore, tmp_path, step: int, training: str) -> CheckpointRef:
     folder = tmp_path / f"export-{step}-{training}"
