@@ -29,6 +29,7 @@ from pydantic import BaseModel
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `python flows/best_of_n.py` from a checkout
 
+from flows.lock import holding_run  # noqa: E402
 from flows.names import named, prefixed_run_name, run_tags, tag_this_run  # noqa: E402
 from rlaifv_core.config import RunConfig  # noqa: E402
 from rlaifv_core.models import model_fingerprint  # noqa: E402
@@ -52,15 +53,15 @@ def best_of_n_flow(config: RunConfig = RunConfig(), reward_model: str = "shapes:
                    base_model: str | None = None, n: int | None = None, method: str = "reward",
                    beta: float | None = None, iteration: int = 1) -> BestOfNResult:
     """Sample N candidates per prompt from the policy, score them with the reward model, keep the best."""
+    if method not in METHODS:
+        raise ValueError(f"method {method!r}: one of {', '.join(METHODS)}")
     tag_this_run(*run_tags(config, iteration))
-    with tags(*run_tags(config, iteration)):
+    with tags(*run_tags(config, iteration)), holding_run(config):
         return _best_of_n(config, reward_model, reference, base_model, n, method, beta, iteration)
 
 
 def _best_of_n(config: RunConfig, reward_model: str, reference: str | None, base_model: str | None, n: int | None,
                method: str, beta: float | None, iteration: int) -> BestOfNResult:
-    if method not in METHODS:
-        raise ValueError(f"method {method!r}: one of {', '.join(METHODS)}")
     reference = reference or config.models.policy.name_or_path
     beta = config.dpo.beta if beta is None else beta
     sampling = config.sampling.model_copy(update={"n": n or config.sampling.n})
@@ -108,4 +109,6 @@ def main(argv: list[str] | None = None) -> BestOfNResult:
 
 
 if __name__ == "__main__":
-    main()
+    from flows.signals import run_main
+
+    run_main(main)

@@ -17,6 +17,7 @@ from prefect import flow, tags
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from flows.lock import holding_run  # noqa: E402
 from flows.names import named, prefixed_run_name, run_tags  # noqa: E402
 from flows.runner import gpu_guarded  # noqa: E402
 from rlaifv_core.config import RunConfig  # noqa: E402
@@ -28,7 +29,7 @@ from tasks.evaluate import evaluate_model  # noqa: E402
 @flow(name="evaluate", flow_run_name=prefixed_run_name("evaluate"), log_prints=True)
 def evaluate(config: RunConfig = RunConfig(), models: list[str] | None = None) -> list[dict]:
     """Evaluate each model (hub id, folder or shapes:policy; default: the configured policy)."""
-    with tags(*run_tags(config)):
+    with tags(*run_tags(config)), holding_run(config):
         return _evaluate(config, models)
 
 
@@ -69,4 +70,6 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
 
 if __name__ == "__main__":
-    main()
+    from flows.signals import run_main
+
+    run_main(main)

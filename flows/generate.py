@@ -19,6 +19,7 @@ from pydantic import BaseModel
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `python flows/generate.py` from a checkout
 
+from flows.lock import holding_run  # noqa: E402
 from flows.names import named, run_tags  # noqa: E402
 from flows.runner import gpu_guarded, shard_runner  # noqa: E402
 from rlaifv_core.config import RunConfig  # noqa: E402
@@ -49,7 +50,7 @@ def shards(total: int, size: int) -> list[tuple[int, int]]:
 @flow(name="generate", flow_run_name="generate-iter-{iteration}", log_prints=True)
 def generate(config: RunConfig = RunConfig(), iteration: int = 1, policy_checkpoint: ArtifactRef | None = None) -> GenerateResult:
     """Feedback data for one iteration with the given policy (default: the configured policy)."""
-    with tags(*run_tags(config, iteration)):
+    with tags(*run_tags(config, iteration)), holding_run(config):
         return _generate(config, iteration, policy_checkpoint)
 
 
@@ -113,4 +114,6 @@ def main(argv: list[str] | None = None) -> GenerateResult:
 
 
 if __name__ == "__main__":
-    main()
+    from flows.signals import run_main
+
+    run_main(main)

@@ -24,6 +24,7 @@ from pydantic import BaseModel
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from flows.generate import GenerateResult, generate  # noqa: E402
+from flows.lock import holding_run  # noqa: E402
 from flows.names import named, run_name_of_config, run_tags, tag_this_run  # noqa: E402
 from flows.runner import gpu_guarded  # noqa: E402
 from rlaifv_core.config import RunConfig, load_config  # noqa: E402
@@ -33,7 +34,7 @@ from rlaifv_core.summary import summary_plot, summary_table_markdown  # noqa: E4
 from tasks.common import (artifact_key, checkpoint_fingerprint, result_storage_for, retry_options,  # noqa: E402
                           store_of, table_artifact)
 from tasks.evaluate import evaluate_model  # noqa: E402
-from tasks.train_dpo import reference_logps, train_dpo  # noqa: E402
+from tasks.train_dpo import checked_training, reference_logps, train_dpo  # noqa: E402
 
 DEFAULT_CONFIG = load_config()
 
@@ -86,9 +87,10 @@ def train_iteration(config: RunConfig, iteration: int, pairs: ArtifactRef, polic
     ref = gpu_guarded(named(reference_logps.with_options(result_storage=storage, **retry),
                             f"reference-logps-iter-{iteration}"), config.scale)(
         pairs, config.models.policy, policy, policy_fp, config.dpo, config.store, f"iter-{iteration}/ref_logps.parquet")
-    return gpu_guarded(named(train_dpo.with_options(result_storage=storage, **retry), f"train-dpo-iter-{iteration}"),
-                       config.scale)(
-        pairs, ref, config.models.policy, policy, policy_fp, config.dpo, config.store, f"iter-{iteration}")
+    trainer = gpu_guarded(named(train_dpo.with_options(result_storage=storage, **retry),
+                                f"train-dpo-iter-{iteration}"), config.scale)
+    return checked_training(trainer, pairs, ref, config.models.policy, policy, policy_fp, config.dpo, config.store,
+                            f"iter-{iteration}")
 
 
 @flow(name="iteration", flow_run_name="iteration-{iteration}", log_prints=True)
@@ -113,7 +115,7 @@ def run_iteration(config: RunConfig, iteration: int, policy: ArtifactRef | None,
 def iterate(config: RunConfig = DEFAULT_CONFIG) -> dict:
     """RLAIF-V: `config.iteration.iterations` rounds of feedback → DPO → evaluation → selection."""
     tag_this_run(*run_tags(config))
-    with tags(*run_tags(config)):
+    with tags(*run_tags(config)), holding_run(config):
         return _iterate(config)
 
 
@@ -258,4 +260,6 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    from flows.signals import run_main
+
+    run_main(main)

@@ -28,6 +28,7 @@ from pydantic import Field
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `python flows/train.py` from a checkout
 
+from flows.lock import holding_run  # noqa: E402
 from flows.names import named, prefixed_run_name, run_tags  # noqa: E402
 from flows.runner import gpu_guarded  # noqa: E402
 from rlaifv_core.config import RunConfig, StoreConfig  # noqa: E402
@@ -35,7 +36,7 @@ from rlaifv_core.models import model_fingerprint  # noqa: E402
 from rlaifv_core.store import ArtifactRef  # noqa: E402
 from tasks.common import (artifact_key, counts_table, result_storage_for, retry_options, stage_cache,  # noqa: E402
                           store_of)
-from tasks.train_dpo import TrainDPOResult, reference_logps, train_dpo  # noqa: E402
+from tasks.train_dpo import TrainDPOResult, checked_training, reference_logps, train_dpo  # noqa: E402
 
 PAIR_COLUMNS = ["ds_name", "image", "question", "chosen", "rejected", "origin_dataset", "origin_split", "idx",
                 "image_path"]
@@ -103,7 +104,7 @@ def import_pairs(source: str, fingerprint: str, split: str, limit: int | None, d
 def train(config: RunConfig, pairs: str, model: str | None = None, iteration: int = 1, reference: str | None = None,
           limit: int | None = None, split: str = "train", data_root: str | None = None) -> TrainFlowResult:
     """Import pairs, reference log-probs (once), DPO with checkpoints every 1/k epoch."""
-    with tags(*run_tags(config, iteration)):
+    with tags(*run_tags(config, iteration)), holding_run(config):
         return _train(config, pairs, model, iteration, reference, limit, split, data_root)
 
 
@@ -123,9 +124,10 @@ def _train(config: RunConfig, pairs: str, model: str | None, iteration: int, ref
     ref_ref = gpu_guarded(named(reference_logps.with_options(result_storage=storage, **retry),
                                 f"reference-logps-{it}"), config.scale)(
         pairs_ref, ref_spec, None, ref_fp, config.dpo, config.store, f"{folder}/ref_logps.parquet")
-    result = gpu_guarded(named(train_dpo.with_options(result_storage=storage, **retry), f"train-dpo-{it}"),
-                         config.scale)(
-        pairs_ref, ref_ref, policy, None, _combined(policy_fp, ref_fp), config.dpo, config.store, folder)
+    trainer = gpu_guarded(named(train_dpo.with_options(result_storage=storage, **retry), f"train-dpo-{it}"),
+                          config.scale)
+    result = checked_training(trainer, pairs_ref, ref_ref, policy, None, _combined(policy_fp, ref_fp), config.dpo,
+                              config.store, folder)
     for checkpoint in result.checkpoints:
         print(f"step {checkpoint.step:>6} epoch {checkpoint.epoch or 0:6.2f}  {checkpoint.ref.uri}")
     print("DPO: " + ", ".join(f"{k}={v:.4g}" for k, v in result.metrics.items()))
@@ -155,4 +157,6 @@ def main(argv: list[str] | None = None) -> TrainFlowResult:
 
 
 if __name__ == "__main__":
-    main()
+    from flows.signals import run_main
+
+    run_main(main)

@@ -342,6 +342,10 @@ class ScaleConfig(_Section):
         description="Name of a Prefect global concurrency limit (e.g. gpu, created with prefect gcl create gpu "
         "--limit 1) that every model-running task holds while it runs; none: no limit is taken.",
     )
+    run_lock_wait_s: float = Field(0.0, ge=0, description="How long a run waits for another run holding its run "
+                                   "folder (the run lock) before refusing; 0: refuse at once, naming the owner.")
+    run_lock_stale_s: float = Field(120.0, gt=0, description="A run lock whose heartbeat is older than this (or "
+                                    "whose process on this host is gone) is stale and taken over.")
 
 
 class RunConfig(_Section):

@@ -10,6 +10,9 @@ objects appear only when their upload completes; folders (checkpoints) are compl
 their `_manifest.json`, written last, lists every file with its hash. Remote reads and writes are
 retried on connection-level errors (`REMOTE_RETRY_DELAYS_S`: about 7 s in all, on top of the S3
 client's own retries), then fail with an error naming the URI; a failed write leaves no object.
+A full disk is `DiskFull` (the path and the free space), never retried; `sweep_leftovers()`, run by
+the holder of the run lock, removes staging files (`.*.tmp`) and empty Prefect result files that a
+killed or failed writer left.
 """
 
 from __future__ import annotations
@@ -28,13 +31,15 @@ from typing import TYPE_CHECKING, Any
 import fsspec
 from pydantic import BaseModel, ConfigDict
 
+from .diskfull import DiskFull, disk_full_as_error
+
 if TYPE_CHECKING:  # pandas is imported where a table is read: a fully cached run never needs it
     import pandas as pd
 
 MANIFEST = "_manifest.json"
 #: waits between attempts of a remote store operation that failed with a transient error
 REMOTE_RETRY_DELAYS_S = (0.5, 1.0, 2.0, 4.0)
-_PERMANENT = (FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError, NotADirectoryError)
+_PERMANENT = (DiskFull, FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError, NotADirectoryError)
 
 
 class ArtifactRef(BaseModel):
@@ -142,17 +147,18 @@ class RunStore:
         uri = self.uri(relpath)
         path = self._fs_path(uri)
         if self.is_local:
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{Path(path).name}.", suffix=".tmp", dir=Path(path).parent)
-            try:
-                with os.fdopen(fd, "wb") as handle:
-                    handle.write(data)
-                    handle.flush()
-                    os.fsync(handle.fileno())
-                os.replace(tmp, path)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+            with disk_full_as_error(path):
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+                fd, tmp = tempfile.mkstemp(prefix=f".{Path(path).name}.", suffix=".tmp", dir=Path(path).parent)
+                try:
+                    with os.fdopen(fd, "wb") as handle:
+                        handle.write(data)
+                        handle.flush()
+                        os.fsync(handle.fileno())
+                    os.replace(tmp, path)
+                except BaseException:
+                    Path(tmp).unlink(missing_ok=True)
+                    raise
         else:
             # An object store publishes an object only when its (single or multipart) upload
             # completes, so a killed writer leaves nothing under this key.
@@ -203,9 +209,16 @@ class RunStore:
                 staging = local_dir
             else:
                 staging = Path(path).parent / f".{Path(path).name}.{uuid.uuid4().hex[:8]}.tmp"
-                Path(path).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copytree(local_dir, staging)
-            (staging / MANIFEST).write_bytes(manifest_bytes)
+            try:
+                with disk_full_as_error(path):
+                    if staging != local_dir:
+                        Path(path).parent.mkdir(parents=True, exist_ok=True)
+                        shutil.copytree(local_dir, staging)
+                    (staging / MANIFEST).write_bytes(manifest_bytes)
+            except BaseException:
+                if staging != local_dir:
+                    shutil.rmtree(staging, ignore_errors=True)
+                raise
             if staging != local_dir:
                 if Path(path).exists():
                     shutil.rmtree(path)
@@ -217,6 +230,41 @@ class RunStore:
                 _retrying(f"writing {uri}", self.fs.put_file, str(file), f"{path}/{file.relative_to(local_dir)}")
             _retrying(f"writing {uri}", self.fs.pipe_file, f"{path}/{MANIFEST}", manifest_bytes)
         return ArtifactRef(uri=uri, sha256=sha256_bytes(manifest_bytes), rows=len(files), schema_name=schema)
+
+    def listdir(self, relpath: str) -> list[str]:
+        """Names directly inside a folder of the run (none if it does not exist)."""
+        path = self._fs_path(self.uri(relpath))
+        if not self._remote(f"listing {self.uri(relpath)}", self.fs.isdir, path):
+            return []
+        return sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in self._remote(f"listing {path}", self.fs.ls, path,
+                                                                            False))
+
+    def sweep_leftovers(self) -> list[str]:
+        """Remove what a killed or failed writer left: local staging files and folders (`.*.tmp`, not
+        in `.train-work`, which training resumes from) and empty files under `.prefect-results` (a
+        result whose write failed). Only the holder of the run lock may call it. Returns the URIs."""
+        removed = []
+        if self.is_local and Path(self.root).is_dir():
+            for folder, dirs, files in os.walk(self.root):
+                dirs[:] = [d for d in dirs if d != ".train-work"]
+                for name in [d for d in dirs if d.startswith(".") and d.endswith(".tmp")]:
+                    shutil.rmtree(Path(folder) / name, ignore_errors=True)
+                    dirs.remove(name)
+                    removed.append(str(Path(folder) / name))
+                for name in files:
+                    file = Path(folder) / name
+                    if (name.startswith(".") and name.endswith(".tmp")) or (
+                            ".prefect-results" in file.relative_to(self.root).parts and file.stat().st_size == 0):
+                        file.unlink(missing_ok=True)
+                        removed.append(str(file))
+        elif not self.is_local:
+            results = self._fs_path(self.uri(".prefect-results"))
+            found = self._remote(f"listing {results}", self.fs.find, results, None, False, True)
+            for name, info in found.items():
+                if info.get("size") == 0 and info.get("type") == "file":
+                    self._remote(f"removing {name}", self.fs.rm_file, name)
+                    removed.append(f"{self.protocol}{name}")
+        return removed
 
     def local_folder(self, ref: ArtifactRef, cache_dir: str | Path | None = None) -> Path:
         """A local path holding the folder's files (downloaded and verified for remote stores)."""

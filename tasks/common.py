@@ -196,9 +196,23 @@ def result_storage_for(store_config):
     return f"remote-file-system/{name}"
 
 
+def retry_unless_disk_full(task, task_run, state) -> bool:
+    """Prefect `retry_condition_fn`: a full disk (`DiskFull`, ENOSPC, torch.save's "unexpected pos")
+    is never retried; every other failure is."""
+    from rlaifv_core.diskfull import is_disk_full
+
+    try:
+        error = state.result(raise_on_failure=False)
+    except Exception as unreadable:  # noqa: BLE001 - the failure's own result could not be read
+        error = unreadable
+    return not (isinstance(error, BaseException) and is_disk_full(error))
+
+
 def retry_options(iteration_config) -> dict:
-    """`with_options` of a model-running task: the run's retries (a GPU fault, a dropped endpoint)."""
-    return {"retries": iteration_config.retries, "retry_delay_seconds": iteration_config.retry_delay_s}
+    """`with_options` of a model-running task: the run's retries (a GPU fault, a dropped endpoint),
+    never for a full disk."""
+    return {"retries": iteration_config.retries, "retry_delay_seconds": iteration_config.retry_delay_s,
+            "retry_condition_fn": retry_unless_disk_full}
 
 
 def checkpoint_fingerprint(spec, checkpoint: ArtifactRef | None) -> str:

@@ -9,15 +9,20 @@ The reference is the iteration's starting policy (the model selected at the end 
 named explicitly by spec + checkpoint + fingerprint. `reference_logps` is cached on the pairs' hash,
 the reference fingerprint, the precision (`dpo.dtype` and the device kind and precision it
 computes in here) and the source; `train_dpo` on the pairs' hash, the
-reference log-probs' hash, the reference fingerprint, the DPO section and the source. A retried (or
-re-run) `train_dpo` resumes from the latest complete checkpoint of its local work folder.
+reference log-probs' hash, the reference fingerprint, the DPO section and the source. Each attempt
+trains in its own work folder (`.train-work/<key>.<attempt>`); a retried (or re-run) attempt claims a
+previous attempt's folder by renaming it and resumes from its latest complete checkpoint. A flow
+trusts a (cached) result only once `checked_training` found every checkpoint it lists in the store,
+and every checkpoint of that training in the store listed; otherwise it trains again.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
+import uuid
 from pathlib import Path
 from typing import Any, Optional
 
@@ -27,6 +32,7 @@ from prefect.logging import get_run_logger
 from pydantic import BaseModel
 
 from rlaifv_core.config import DPOConfig, ModelSpec, StoreConfig
+from rlaifv_core.diskfull import disk_full_as_error
 from rlaifv_core.store import MANIFEST, ArtifactRef, RunStore, sha256_bytes
 
 from .common import CoreSource, Progress, local_checkpoint, stage_hook, store_of
@@ -78,6 +84,7 @@ class TrainDPOResult(BaseModel):
     resumed_from: int | None
     num_pairs: int
     log: ArtifactRef | None
+    training_key: str | None = None
 
 
 def _model_dir(spec: ModelSpec, store: StoreConfig, checkpoint: ArtifactRef | None) -> str:
@@ -88,12 +95,73 @@ def _model_dir(spec: ModelSpec, store: StoreConfig, checkpoint: ArtifactRef | No
 
 
 def _work_dir(run_store: RunStore, store: StoreConfig, folder: str, key: str) -> Path:
-    """Local trainer folder (checkpoint-N, optimizer state) that a retry resumes from."""
+    """This attempt's local trainer folder (checkpoint-N, optimizer state): a fresh name, holding the
+    folder of an earlier attempt of the same training if one is left (claimed by an atomic rename,
+    the one with the most complete checkpoints; the others are removed)."""
     if run_store.is_local:
-        return Path(run_store.root) / folder / ".train-work" / key
-    from rlaifv_core.store import cache_root
+        base = Path(run_store.root) / folder / ".train-work"
+    else:
+        from rlaifv_core.store import cache_root
 
-    return cache_root() / "train" / store.run_name / folder / key
+        base = cache_root() / "train" / store.run_name / folder
+    from rlaifv_core.training import checkpoint_dirs
+
+    mine = base / f"{key}.{uuid.uuid4().hex[:8]}"
+    earlier = [p for p in base.glob(f"{key}*") if p.is_dir() and p.name.split(".", 1)[0] == key]
+    earlier.sort(key=lambda p: len(checkpoint_dirs(p / "trainer")), reverse=True)
+    for previous in earlier:
+        try:
+            os.rename(previous, mine)
+            break
+        except OSError:  # claimed by someone else meanwhile
+            continue
+    for previous in earlier:
+        shutil.rmtree(previous, ignore_errors=True)
+    return mine
+
+
+def training_problems(result: TrainDPOResult, store: StoreConfig, folder: str) -> list[str]:
+    """Why a training result cannot be trusted: a checkpoint it lists is missing from the store or
+    differs there, or the store holds a checkpoint of this training that it does not list."""
+    if not result.checkpoints:
+        return []
+    run_store = store_of(store)
+    problems = []
+    for checkpoint in result.checkpoints:
+        relpath = f"{folder}/checkpoints/step-{checkpoint.step}"
+        if not run_store.exists(relpath):
+            problems.append(f"step-{checkpoint.step} is not in the store ({checkpoint.ref.uri})")
+        elif sha256_bytes(run_store.read_bytes(f"{relpath}/{MANIFEST}", verify=False)) != checkpoint.ref.sha256:
+            problems.append(f"step-{checkpoint.step} in the store is not the one the result lists")
+    listed = {f"step-{c.step}" for c in result.checkpoints}
+    for name in run_store.listdir(f"{folder}/checkpoints"):
+        relpath = f"{folder}/checkpoints/{name}"
+        if name in listed or not name.startswith("step-") or not run_store.exists(f"{relpath}/{PROVENANCE}"):
+            continue
+        try:
+            training = json.loads(run_store.read_bytes(f"{relpath}/{PROVENANCE}", verify=False)).get("training")
+        except ValueError:
+            continue
+        if training is not None and training == result.training_key:
+            problems.append(f"{name} of this training is in the store but not in the result")
+    return problems
+
+
+def checked_training(task, *args) -> TrainDPOResult:
+    """`task(*args)` (train_dpo, as the flow configured it), trained again (`refresh_cache`) when its
+    result does not match the store (`training_problems`)."""
+    store, folder = args[6], args[7]
+    result = task(*args)
+    problems = training_problems(result, store, folder)
+    if problems:
+        get_run_logger().warning(f"the training result of {folder} does not match the store ("
+                                 + "; ".join(problems) + "): training again")
+        result = task.with_options(refresh_cache=True)(*args)
+        problems = training_problems(result, store, folder)
+        if problems:
+            raise RuntimeError(f"the training result of {folder} still does not match the store: "
+                               + "; ".join(problems))
+    return result
 
 
 @task(name="reference-logps", persist_result=True, log_prints=False, retries=2, retry_delay_seconds=5,
@@ -177,13 +245,14 @@ def train_dpo(pairs_ref: ArtifactRef, ref_logps_ref: ArtifactRef, policy: ModelS
     model_dir = _model_dir(policy, store, policy_checkpoint)
     job = core.TrainJob(model_dir=model_dir, pairs_path=str(work / "pairs.parquet"),
                         ref_logps_path=str(work / "ref_logps.parquet"), output_dir=str(work / "trainer"), dpo=dpo)
-    if dpo.launcher == "accelerate":  # the subprocess reads its inputs from files
-        pairs.to_parquet(job.pairs_path, index=False)
-        ref_logps.to_parquet(job.ref_logps_path, index=False)
-        result = core.launch(job, log_fn=logger.info)
-    else:
-        result = core.launch(job, log_fn=logger.info, pairs=pairs, ref_logps=ref_logps,
-                             callbacks=[_progress_callback()])
+    with disk_full_as_error(work):
+        if dpo.launcher == "accelerate":  # the subprocess reads its inputs from files
+            pairs.to_parquet(job.pairs_path, index=False)
+            ref_logps.to_parquet(job.ref_logps_path, index=False)
+            result = core.launch(job, log_fn=logger.info)
+        else:
+            result = core.launch(job, log_fn=logger.info, pairs=pairs, ref_logps=ref_logps,
+                                 callbacks=[_progress_callback()])
     checkpoints = []
     for info in result.checkpoints:
         relpath = f"{folder}/checkpoints/step-{info.step}"
@@ -194,8 +263,9 @@ def train_dpo(pairs_ref: ArtifactRef, ref_logps_ref: ArtifactRef, policy: ModelS
         if ref is None:
             staging = work / "export" / f"step-{info.step}"
             shutil.rmtree(staging, ignore_errors=True)
-            core.export_checkpoint(info.path, staging, base_model_dir=model_dir, dpo=dpo)
-            (staging / PROVENANCE).write_text(json.dumps(provenance, indent=1, sort_keys=True))
+            with disk_full_as_error(staging):
+                core.export_checkpoint(info.path, staging, base_model_dir=model_dir, dpo=dpo)
+                (staging / PROVENANCE).write_text(json.dumps(provenance, indent=1, sort_keys=True))
             ref = run_store.write_folder(relpath, staging)
             shutil.rmtree(staging, ignore_errors=True)
         checkpoints.append(CheckpointRef(step=info.step, epoch=info.epoch, ref=ref))
@@ -205,9 +275,10 @@ def train_dpo(pairs_ref: ArtifactRef, ref_logps_ref: ArtifactRef, policy: ModelS
     logger.info("DPO: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
     shutil.rmtree(work, ignore_errors=True)  # every checkpoint is in the store now; the task result is the record
     try:
-        work.parent.rmdir()  # `.train-work` once no other training of this folder is in flight
+        work.parent.rmdir()  # `.train-work` once no other attempt's folder is left in it
     except OSError:
         pass
     return TrainDPOResult(checkpoints=checkpoints, metrics=metrics, global_step=result.global_step,
-                          resumed_from=result.resumed_from, num_pairs=result.num_pairs, log=log_ref)
+                          resumed_from=result.resumed_from, num_pairs=result.num_pairs, log=log_ref,
+                          training_key=key)
 

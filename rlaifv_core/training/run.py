@@ -93,9 +93,21 @@ def latest_checkpoint(output_dir: str | os.PathLike) -> Path | None:
 
 
 def _job_identity(job: TrainJob) -> dict:
-    identity = job.model_dump(mode="json", exclude={"result_path", "resume"})
+    return _comparable(job.model_dump(mode="json", exclude={"result_path", "resume"}), job.output_dir)
+
+
+def _comparable(identity: dict, output_dir: str | os.PathLike) -> dict:
+    """A job's identity wherever its folder is: the output folder itself is left out and input files
+    next to it are named relative to it (a work folder renamed by a new attempt stays resumable)."""
+    identity = dict(identity)
+    identity.pop("output_dir", None)
     if identity.get("model_spec") is None:  # jobs written before the field existed stay resumable
         identity.pop("model_spec", None)
+    base = Path(output_dir).parent.resolve()
+    for key in ("pairs_path", "ref_logps_path"):
+        value = identity.get(key)
+        if value and "://" not in value and Path(value).resolve().is_relative_to(base):
+            identity[key] = "./" + str(Path(value).resolve().relative_to(base))
     return identity
 
 
@@ -126,7 +138,8 @@ def train(job: TrainJob, *, pairs: pd.DataFrame | None = None, ref_logps: pd.Dat
     output_dir.mkdir(parents=True, exist_ok=True)
     identity = output_dir / "job.json"
     previous = checkpoint_dirs(output_dir, complete_only=False)
-    if previous and identity.exists() and json.loads(identity.read_text()) != _job_identity(job):
+    if previous and identity.exists() \
+            and _comparable(json.loads(identity.read_text()), output_dir) != _job_identity(job):
         raise ValueError(f"{output_dir} holds checkpoints of a different training job")
     if _is_main_process():
         identity.write_text(json.dumps(_job_identity(job), indent=1, sort_keys=True))

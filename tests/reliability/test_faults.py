@@ -146,6 +146,13 @@ def test_kill_9_during_a_stage_then_rerun_equals_an_uninterrupted_run(case, unin
     finished = _starts(killed_log) - {in_progress}
 
     out = _finish(_iterate(store, tiny_model_dir, _env(prefect_api, tmp_path / "home", resumed_log)))
+    _assert_the_rerun_equals_the_uninterrupted_run(case, uninterrupted, root, before, finished, in_progress,
+                                                   resumed_log, out)
+
+
+def _assert_the_rerun_equals_the_uninterrupted_run(case, uninterrupted, root, before, finished, in_progress,
+                                                   resumed_log, out):
+    reference_root, reference_starts = uninterrupted
     redone = _starts(resumed_log)
     assert in_progress in redone  # the interrupted stage ran again ...
     assert not redone & finished, f"finished stages recomputed: {sorted(redone & finished)}"  # ... nothing finished did
@@ -178,6 +185,84 @@ def test_kill_9_during_a_stage_then_rerun_equals_an_uninterrupted_run(case, unin
         reference = load_file(reference_root / "iter-1" / "checkpoints" / step / "model.safetensors")
         assert ours.keys() == reference.keys()
         assert all(torch.allclose(ours[k], reference[k], atol=1e-6) for k in ours), step
+
+
+# -- SIGINT / SIGTERM, then re-run -------------------------------------------------------------------------------
+#: case → (signal, kill point, exit code, whether the flow starts its own temporary Prefect server)
+SIGNAL_CASES = {"sigint-sampling-temporary-server": (signal.SIGINT, "sampling", 130, True),
+                "sigterm-dpo": (signal.SIGTERM, "dpo", 143, False)}
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def _live_runs(home: Path | None, since) -> list[str]:
+    """Flow and task runs still Running or Pending: in the flow's own database (its temporary server
+    is gone), else on the package's API (runs started since `since`)."""
+    if home is not None:
+        import sqlite3
+
+        with sqlite3.connect(home / "prefect.db") as db:
+            return [f"{kind} {name} {state}" for kind in ("flow_run", "task_run")
+                    for name, state in db.execute(f"select name, state_type from {kind}")
+                    if state in ("RUNNING", "PENDING")]
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (FlowRunFilter, FlowRunFilterStartTime, TaskRunFilter,
+                                                TaskRunFilterStartTime)
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(start_time=FlowRunFilterStartTime(after_=since)))
+        runs += client.read_task_runs(task_run_filter=TaskRunFilter(start_time=TaskRunFilterStartTime(after_=since)))
+    assert runs, "no runs found"
+    return [f"{run.name} {run.state_type.value}" for run in runs if run.state_type.value in ("RUNNING", "PENDING")]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("case", list(SIGNAL_CASES))
+def test_a_signal_stops_the_run_in_seconds_crashes_its_runs_stops_its_server_and_the_rerun_equals_an_uninterrupted_run(
+        case, uninterrupted, prefect_api, tmp_path, tiny_model_dir):
+    from datetime import datetime, timezone
+
+    signum, kill_case, code, own_server = SIGNAL_CASES[case]
+    pause, in_progress, wait_for = KILL_POINTS[kill_case]
+    store, root = tmp_path / "store", tmp_path / "store" / "t"
+    killed_log, resumed_log = tmp_path / "killed.log", tmp_path / "resumed.log"
+    env = _env(prefect_api, tmp_path / "home", killed_log, pause)
+    if own_server:  # the temporary server Prefect would start in the terminal's process group
+        env.pop("PREFECT_API_URL")
+        env["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "180"
+    since = datetime.now(timezone.utc)
+    proc = _iterate(store, tiny_model_dir, env)
+    deadline = time.monotonic() + 400
+    while not (killed_log.exists() and "PAUSED" in killed_log.read_text()
+               and all((root / rel).exists() for rel in wait_for)):
+        assert proc.poll() is None, f"the flow ended before reaching {pause}:\n" + proc.stdout.read()[-4000:]
+        assert time.monotonic() < deadline, f"{pause} not reached"
+        time.sleep(0.1)
+    time.sleep(1.0)
+    servers = [pid for pid in _children(proc.pid) if b"uvicorn" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+    assert len(servers) == (1 if own_server else 0)
+    before = _visible_files(root)
+    started = time.monotonic()
+    os.killpg(proc.pid, signum)  # as the terminal does for Ctrl-C: the whole process group
+    out, _ = proc.communicate(timeout=120)
+    took = time.monotonic() - started
+    assert proc.returncode == code, out[-4000:]
+    assert took < 20, f"exited {took:.0f} s after the signal"
+    time.sleep(1.0)
+    assert [pid for pid in servers if Path(f"/proc/{pid}").exists()] == [], "the temporary server still runs"
+    assert _live_runs(tmp_path / "home" if own_server else None, since) == []
+    assert not (root / "summary.json").exists() and not (root / ".run-lock.json").exists()
+    finished = _starts(killed_log) - {in_progress}
+
+    out = _finish(_iterate(store, tiny_model_dir, _env(prefect_api, tmp_path / "home", resumed_log)))
+    _assert_the_rerun_equals_the_uninterrupted_run(kill_case, uninterrupted, root, before, finished, in_progress,
+                                                   resumed_log, out)
 
 
 # -- out of memory -------------------------------------------------------------------------------------------
