@@ -10,7 +10,8 @@ from rlaifv_core.store import ArtifactRef
 from .common import artifact_key, counts_table, stage_cache, stage_hook, store_of
 
 
-@task(name="prompts", cache_policy=stage_cache("rlaifv_core.feedback.prompts", "rlaifv_core.images", plugins=True), persist_result=True)
+@task(name="prompts", cache_policy=stage_cache("rlaifv_core.feedback.prompts", "rlaifv_core.images",
+                                                 "rlaifv_core.backends.user_text", plugins=True), persist_result=True)
 def make_prompts(prompts: PromptsConfig, iteration: int, seed: int, store: StoreConfig) -> tuple[ArtifactRef, dict]:
     stage_hook("prompts", f"iter-{iteration}")
     import rlaifv_core.feedback.prompts as core
