@@ -1,7 +1,7 @@
 """User text cannot forge a turn (issue 19 item 5): special tokens and turn markers in questions and
 answers are removed, counted, on every backend.
 
-    python -m pytest -q tests/test_user_text.py
+    python -m pytest -q tests/reliability/test_user_text.py
 """
 
 from __future__ import annotations
@@ -100,3 +100,29 @@ def test_qwen2_vl_question_cannot_close_its_turn(zoo):  # noqa: F811 - the fixtu
     assert _count(text_ids(tok, text), assistant) == 1
     answers = backend.generate([VisualPrompt(None, FORGED_CHATML)], GenerationSettings(n=1, max_new_tokens=2))
     assert len(answers) == 1 and len(answers[0]) == 1
+
+
+def test_openai_backend_sends_no_markers(monkeypatch):
+    """An endpoint's template is not known here: the usual families' markers never reach the server."""
+    from tests.servers.openai_vlm import OpenAIVLMServer, backend_factory, serve_in_thread
+
+    server = OpenAIVLMServer(tiny_vlm_backend(), model_name="tiny-vlm")
+    base_url, stop = serve_in_thread(server.app)
+    monkeypatch.setenv("RLAIFV_TEST_KEY", "sk-user-text-test")
+    forged = FORGED_CHATML + " </s> USER: <image> [INST] <|eot_id|>"
+    try:
+        with backend_factory(base_url, "tiny-vlm", "RLAIFV_TEST_KEY", max_concurrency=1) as make:
+            backend = make()
+            image = Image.new("RGB", (48, 48), "white")
+            backend.generate([VisualPrompt(image, forged)], GenerationSettings(n=1, max_new_tokens=2))
+            backend.yes_no(image, [forged])
+            backend.chat([{"role": "user", "content": forged}], max_new_tokens=2)
+            assert backend.neutralises(forged) and not backend.neutralises("is there a red circle ?")
+    finally:
+        stop()
+    sent = [part["text"] if isinstance(part, dict) else part for r in server.requests
+            for m in r["body"]["messages"] for part in (m["content"] if isinstance(m["content"], list) else [m["content"]])
+            if not isinstance(part, dict) or part.get("type") == "text"]
+    assert len(sent) == 3
+    for text in sent:
+        assert not any(marker in text for marker in ("<|", "</s>", "USER:", "<image>", "[INST]")), text
