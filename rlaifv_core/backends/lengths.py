@@ -63,12 +63,16 @@ def check_room(name: str, encode, texts: Sequence[str], images, budget: int, lim
     limit; `encode(texts, images)` is the backend's batch encoder (images expanded to their tokens)."""
     if not limit or not texts:
         return
+    shared = images is not None and images[0] is not None and all(i is images[0] for i in images)
     lengths: list[int] = []
     for start in range(0, len(texts), batch_size):
         chunk = list(texts[start:start + batch_size])
-        part = None if images is None else list(images[start:start + len(chunk)])
+        part = None if images is None or shared else list(images[start:start + len(chunk)])
         has_image = part is not None and any(i is not None for i in part)
         lengths += encode(chunk, part if has_image else None)["attention_mask"].sum(-1).tolist()
+    if shared:  # one image for every text (a labeler's questions): its tokens are counted once
+        extra = int(encode([texts[0]], [images[0]])["attention_mask"].sum()) - lengths[0]
+        lengths = [n + extra for n in lengths]
     skipped = overflowing(lengths, budget, limit)
     if skipped:
         raise PromptTooLong(name, skipped)

@@ -183,7 +183,8 @@ def normalise_records(records: list[dict], source: str, data_root: str | None) -
         if not question:
             counts["skipped_empty_question"] += 1
             continue
-        counts["neutralised_question"] += int(neutralised)
+        if neutralised:
+            counts["neutralised_question"] += 1
         prompt_id = prompt_id_for(png, question)
         if prompt_id in seen:
             counts["skipped_duplicate_prompt"] += 1
