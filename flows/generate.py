@@ -26,7 +26,7 @@ from rlaifv_core.config import RunConfig  # noqa: E402
 from rlaifv_core.models import model_fingerprint  # noqa: E402
 from rlaifv_core.store import ArtifactRef  # noqa: E402
 from tasks.claims import split_and_rewrite  # noqa: E402
-from tasks.common import checkpoint_fingerprint, result_storage_for, retry_options  # noqa: E402
+from tasks.common import checkpoint_fingerprint, result_storage_for, retry_options, sum_counts  # noqa: E402
 from tasks.judge import judge_shard  # noqa: E402
 from tasks.pairs import assemble_pairs  # noqa: E402
 from tasks.prompts import make_prompts  # noqa: E402
@@ -74,8 +74,9 @@ def _generate(config: RunConfig, iteration: int, policy_checkpoint: ArtifactRef 
                   policy_fingerprint=policy_fp, sampling=config.sampling, store=config.store,
                   out_path=f"{folder}/shards/candidates-{i:04d}.parquet"))
             for i, part in enumerate(parts)])
+        sample_counts = sum_counts([c for _, c in sampled])
         candidates_ref = named(merge_tables.with_options(**storage), f"merge-candidates-{it}")(
-            sampled, "candidates", config.store, f"{folder}/candidates.parquet")
+            [r for r, _ in sampled], "candidates", config.store, f"{folder}/candidates.parquet")
 
         claims_ref, claim_counts = gpu_guarded(named(split_and_rewrite.with_options(**storage, **retry),
                                                      f"claims-{it}"), scale)(
@@ -96,7 +97,7 @@ def _generate(config: RunConfig, iteration: int, policy_checkpoint: ArtifactRef 
     pairs_ref, pair_counts = named(assemble_pairs.with_options(**storage), f"pairs-{it}")(
         prompts_ref, candidates_ref, claims_ref, verdicts_ref, config.pairs, policy_fp, labeler_fp, config.store,
         f"{folder}/pairs.parquet")
-    counts = {"prompts": prompt_counts, "claims": claim_counts, "pairs": pair_counts}
+    counts = {"prompts": prompt_counts, "sample": sample_counts, "claims": claim_counts, "pairs": pair_counts}
     print(f"pairs: {pairs_ref.rows} → {pairs_ref.uri}")
     return GenerateResult(prompts=prompts_ref, candidates=candidates_ref, claims=claims_ref, verdicts=verdicts_ref,
                           pairs=pairs_ref, counts=counts)

@@ -17,8 +17,10 @@ Command line:
 
 Generation defaults are the original 7B chat's (docs/method.md §8): beam search with 3 beams, no
 sampling, up to 1024 new tokens; every HF `generate` keyword can be overridden
-(`RLAIFVChat(path, num_beams=1, do_sample=True, temperature=0.7, seed=0)`). On a model whose
-context is shorter than prompt + max_new_tokens the budget is capped to what fits.
+(`RLAIFVChat(path, num_beams=1, do_sample=True, temperature=0.7, seed=0)`). Lengths are in tokens:
+a question that leaves the model no room to answer is refused (`PromptTooLong`, naming the prompt's
+tokens, the budget and the context): an explicit `max_new_tokens` must fit whole; the default budget
+is cut to what fits (logged) while at least `MIN_ANSWER_TOKENS` remain.
 
 A LoRA adapter folder (it holds `adapter_config.json`) is applied to its base with PEFT and merged
 in memory; the base is `base_model` or the adapter config's `base_model_name_or_path` (the
@@ -37,12 +39,15 @@ from typing import Any
 from PIL import Image
 
 from .backends.base import GenerationSettings, VisualPrompt
+from .backends.lengths import PromptTooLong
 from .models import open_backend
 
 log = logging.getLogger(__name__)
 
 #: the original 7B chat's generation settings (chat.py:143-180 of the original)
 DEFAULT_GENERATION: dict[str, Any] = {"num_beams": 3, "do_sample": False, "max_new_tokens": 1024}
+#: the least room the default answer budget may be cut to; less is a refusal, not a 1-token answer
+MIN_ANSWER_TOKENS = 16
 #: ModelSpec fields RLAIFVChat/open_backend accept as keywords (everything else is generation)
 _SPEC_FIELDS = ("revision", "trust_remote_code", "dtype", "device", "api_key_env", "timeout_s", "max_retries",
                 "max_concurrency", "batch_size")
@@ -68,6 +73,7 @@ class RLAIFVChat:
     def __init__(self, model: str | os.PathLike, *, base_model: str | os.PathLike | None = None, backend: str = "hf",
                  base_url: str | None = None, **overrides):
         spec_fields = {k: overrides.pop(k) for k in list(overrides) if k in _SPEC_FIELDS}
+        self.explicit_budget = "max_new_tokens" in overrides
         self.generation: dict[str, Any] = {**DEFAULT_GENERATION, **overrides}
         self.backend = open_backend(model, base_model=base_model, backend=backend, base_url=base_url, **spec_fields)
         self.model = str(model)
@@ -105,14 +111,17 @@ class RLAIFVChat:
         return backend._decode_rows(generated[:, prompt_len:], 1, 1)[0][0]
 
     def _fit_budget(self, wanted: int, prompt_len: int) -> int:
-        config = self.backend.model.config
-        text_config = getattr(config, "text_config", None) or config
-        limit = getattr(text_config, "max_position_embeddings", None)
-        if limit and prompt_len + wanted > limit:
-            capped = max(1, limit - prompt_len)
-            log.info("max_new_tokens %d capped to %d (context %d, prompt %d)", wanted, capped, limit, prompt_len)
-            return capped
-        return wanted
+        limit = self.backend.context
+        if not limit or prompt_len + wanted <= limit:
+            return wanted
+        room = limit - prompt_len
+        if self.explicit_budget or room < MIN_ANSWER_TOKENS:
+            need = f"max_new_tokens {wanted}" if self.explicit_budget else f"at least {MIN_ANSWER_TOKENS} answer tokens"
+            raise PromptTooLong(self.model, {0: f"prompt {prompt_len} tokens + {need} > context {limit}; "
+                                             "shorten the question" + (" or lower --max-new-tokens" if self.explicit_budget
+                                                                       else "")})
+        log.warning("max_new_tokens %d cut to %d (context %d, prompt %d tokens)", wanted, room, limit, prompt_len)
+        return room
 
     # -- endpoint: the backend's settings (no beam search in the chat API) -----------------------
     def _settings(self) -> GenerationSettings:
@@ -159,7 +168,11 @@ def main(argv: list[str] | None = None) -> int:
     chat = RLAIFVChat(args.model, base_model=args.base_model, backend=args.backend, base_url=args.base_url, **options)
     image = args.image
     if args.question:
-        print(chat.chat({"image": image, "question": " ".join(args.question)}), flush=True)
+        try:
+            print(chat.chat({"image": image, "question": " ".join(args.question)}), flush=True)
+        except PromptTooLong as error:
+            print(f"error: {error}", file=sys.stderr, flush=True)
+            return 2
         return 0
     return interactive(chat, image, sys.stdin, sys.stdout)
 

@@ -19,7 +19,7 @@ def _role(spec):
 
 #: the claim splitter and the question rewriter with everything they run
 CLAIM_MODULES = tuple(f"rlaifv_core.feedback.{m}" for m in ("claims", "claim_rules", "grammar", "questions",
-                                                             "llm_lists", "text_roles"))
+                                                             "llm_lists", "text_roles")) + ("rlaifv_core.backends.lengths",)
 
 
 @task(name="claims", cache_policy=stage_cache(*CLAIM_MODULES),
@@ -54,7 +54,9 @@ def split_and_rewrite(candidates_ref: ArtifactRef, prompts_ref: ArtifactRef, mod
     counts = Counter(answers=len(frame), claims=int(frame["claims"].map(len).sum()),
                      answers_without_claims=int((frame["claims"].map(len) == 0).sum()),
                      split_failures=int(frame["split_failed"].sum()),
-                     question_fallbacks=int(frame["question_fallback"].notna().sum()))
+                     question_fallbacks=int(frame["question_fallback"].notna().sum()),
+                     skipped_prompt_too_long=sum(str(r.failure).startswith("prompt_too_long") for r in split)
+                     + sum(str(q.fallback_reason).startswith("prompt_too_long") for q in rewritten))
     ref = run_store.write_table(out_path, frame, schema="claims")
     counts_table(artifact_key(store.run_name, out_path, "counts"), "claims", dict(counts))
     return ref, dict(counts)

@@ -273,6 +273,18 @@ def counts_table(key: str, stage: str, counts: dict) -> None:
     table_artifact(key, rows, f"{stage}: counts")
 
 
+def sum_counts(parts: list[dict]) -> dict:
+    """The counts of a stage's shards added up (numbers summed, `examples` lists joined, first five kept)."""
+    total: dict = {}
+    for part in parts:
+        for key, value in part.items():
+            if key == "examples":
+                total[key] = (total.get(key, []) + list(value))[:5]
+            elif isinstance(value, (int, float)) and not isinstance(value, bool):
+                total[key] = total.get(key, 0) + value
+    return total
+
+
 def artifact_key(*parts: Any) -> str:
     """Prefect artifact keys allow lowercase letters, digits and dashes only."""
     text = "-".join(str(p) for p in parts).lower()

@@ -22,8 +22,10 @@ def _source_files(inputs: dict) -> dict[str, list[str]]:
     return {} if source in plugins.prompt_sources else {"prompts.source": local_files(source)}
 
 
-@task(name="prompts", cache_policy=stage_cache("rlaifv_core.feedback.prompts", "rlaifv_core.images", plugins=True,
-                                               files=_source_files), persist_result=True)
+@task(name="prompts",
+      cache_policy=stage_cache("rlaifv_core.feedback.prompts", "rlaifv_core.images", "rlaifv_core.backends.user_text",
+                               plugins=True, files=_source_files),
+      persist_result=True)
 def make_prompts(prompts: PromptsConfig, iteration: int, seed: int, store: StoreConfig) -> tuple[ArtifactRef, dict]:
     stage_hook("prompts", f"iter-{iteration}")
     import rlaifv_core.feedback.prompts as core

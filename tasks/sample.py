@@ -1,4 +1,5 @@
-"""Task: one shard of prompts → n candidate answers each, from the current policy."""
+"""Task: one shard of prompts → n candidate answers each, from the current policy, and the shard's counts
+(prompts, skipped_prompt_too_long naming the prompts, neutralised_question)."""
 
 from __future__ import annotations
 
@@ -8,19 +9,24 @@ from rlaifv_core.config import ModelSpec, SamplingConfig, StoreConfig
 from rlaifv_core.models import open_model
 from rlaifv_core.store import ArtifactRef
 
-from .common import Progress, local_checkpoint, stage_cache, stage_hook, store_of
+from .common import Progress, artifact_key, counts_table, local_checkpoint, stage_cache, stage_hook, store_of
 
 
 @task(name="sample", cache_policy=stage_cache("rlaifv_core.feedback.sampling", "rlaifv_core.backends"),
       persist_result=True, retries=2, retry_delay_seconds=5)
 def sample_shard(prompts_ref: ArtifactRef, shard: tuple[int, int], policy: ModelSpec, policy_checkpoint: ArtifactRef | None,
-                 policy_fingerprint: str, sampling: SamplingConfig, store: StoreConfig, out_path: str) -> ArtifactRef:
+                 policy_fingerprint: str, sampling: SamplingConfig, store: StoreConfig,
+                 out_path: str) -> tuple[ArtifactRef, dict]:
     stage_hook("sample", out_path)
     import rlaifv_core.feedback.sampling as core
 
     run_store = store_of(store)
     prompts = run_store.read_table(prompts_ref).iloc[shard[0]:shard[1]]
     backend = open_model(policy, local_checkpoint(store, policy_checkpoint))
-    candidates = core.sample_candidates(backend, prompts, sampling, progress=Progress(f"sampling {shard[0]}-{shard[1]}"))
+    counts: dict = {}
+    candidates = core.sample_candidates(backend, prompts, sampling, progress=Progress(f"sampling {shard[0]}-{shard[1]}"),
+                                        counts=counts)
     candidates["policy_id"] = policy_fingerprint
-    return run_store.write_table(out_path, candidates, schema="candidates")
+    ref = run_store.write_table(out_path, candidates, schema="candidates")
+    counts_table(artifact_key(store.run_name, out_path, "counts"), "sample", counts)
+    return ref, counts

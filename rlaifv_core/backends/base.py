@@ -94,5 +94,9 @@ class Backend(abc.ABC):
         """One reply to a text conversation ([{role, content}])."""
         raise NotImplementedError(f"{type(self).__name__} has no text chat")
 
+    def neutralises(self, text: str) -> bool:
+        """Whether this backend removes markers from `text` before sending it (backends/user_text.py)."""
+        return False
+
     def close(self) -> None:  # pragma: no cover - default: nothing to release
         pass

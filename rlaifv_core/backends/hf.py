@@ -11,10 +11,13 @@ from (prompt seed, j, step), so it does not depend on batch composition or shard
 scoring likewise encodes the image prefix once per image and scores all of its questions on top.
 Architectures whose positions are not plain 1-D (Qwen2-VL's M-RoPE) fall back to ordinary
 batched forwards/`generate`, with the same seeds and the same answers up to float rounding.
+User text is neutralised before rendering (backends/user_text.py); a prompt whose tokens + answer
+budget exceed the model's context raises `PromptTooLong` before any work (backends/lengths.py).
 """
 
 from __future__ import annotations
 
+import copy
 import inspect
 import logging
 import os
@@ -27,9 +30,11 @@ from PIL import Image
 from ..fingerprints import folder_fingerprint, hub_fingerprint
 from ..seeds import mix_seed
 from .base import Backend, ChatReply, GenerationSettings, VisualPrompt, YesNo
+from .lengths import check_room, context_length
 from .sampler import sample_tokens
 from .processors import load_processor
 from .templates import encode_texts, encode_with_answers, first_answer_token, render_turn, text_ids
+from .user_text import model_markers, neutralise
 from .yesno import MassAlarm, tally, template_answer_ids
 
 log = logging.getLogger(__name__)
@@ -83,6 +88,8 @@ class HFBackend(Backend):
         self.shared_prefix = model_type not in _MROPE_TYPES
         self._cache_kwarg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
         self._answer_ids: tuple[list[int], list[int]] | None = None
+        self._markers: tuple[str, ...] | None = None  # user text's forbidden markers (backends/user_text.py)
+        self.context = context_length(model.config, self.tokenizer)  # tokens; None: unknown (lengths.py)
         #: counted low P(yes)+P(no) questions (logged past a share; the judge stage raises on nearly all)
         self.yes_no_alarm = MassAlarm(name)
 
@@ -137,8 +144,24 @@ class HFBackend(Backend):
         return cls(model, processor, name=source, fingerprint=fingerprint, is_vlm=is_vlm, batch_size=spec.batch_size)
 
     # -- prompts --------------------------------------------------------------------------------
+    def neutralises(self, text: str) -> bool:
+        """Whether `text` holds this model's special tokens or turn markers (backends/user_text.py)."""
+        if self._markers is None:
+            self._markers = model_markers(self.processor, is_vlm=self.is_vlm)
+        return neutralise(text, self._markers)[1]
+
+    def clean(self, text: str) -> str:
+        """User text with this model's special tokens and turn markers removed."""
+        return neutralise(text, self._markers)[0] if self.neutralises(text) else text
+
     def render(self, question: str, answer: str | None = None, with_image: bool = True) -> str:
-        return render_turn(self.processor, question, answer, with_image=with_image and self.is_vlm, is_vlm=self.is_vlm)
+        answer = None if answer is None else self.clean(answer)
+        return render_turn(self.processor, self.clean(question), answer, with_image=with_image and self.is_vlm,
+                           is_vlm=self.is_vlm)
+
+    def check_room(self, texts: Sequence[str], images, budget: int) -> None:
+        """PromptTooLong naming every rendered prompt whose tokens + budget exceed the context."""
+        check_room(self.name, self.encode, texts, images, budget, self.context, self.batch_size)
 
     def encode(self, texts: Sequence[str], images: Sequence[Image.Image | None] | None, padding_side: str = "left"):
         return encode_texts(self.processor, texts, images if self.is_vlm else None, self.device, padding_side)
@@ -162,6 +185,8 @@ class HFBackend(Backend):
         """settings.n answers per prompt. seeds[i] is prompt i's seed (default: settings.seed + i)."""
         if seeds is None:
             seeds = [settings.seed + i for i in range(len(prompts))]
+        self.check_room([self.render(p.question, with_image=p.image is not None) for p in prompts],
+                        [p.image for p in prompts], settings.max_new_tokens)
         if settings.num_beams > 1:
             return self._generate_beams(prompts, settings)
         out: list[list[str]] = []
@@ -261,6 +286,8 @@ class HFBackend(Backend):
     def yes_no(self, image: Image.Image | None, questions: Sequence[str]) -> list[YesNo]:
         """P(yes) vs P(no) of the first answer token (the template's yes/no forms, softmax over the
         vocabulary); low P(yes)+P(no) is counted in `yes_no_alarm`."""
+        self.check_room([self.render(q, with_image=image is not None) for q in questions],
+                        [image] * len(questions) if image is not None else None, 1)
         results = self._yes_no(image, questions) if questions else []
         self.yes_no_alarm.record(results)
         return results
@@ -290,7 +317,7 @@ class HFBackend(Backend):
             pad = self.tokenizer.pad_token_id
             suffix_ids = torch.tensor([s + [pad] * (width - len(s)) for s in suffixes], device=self.device)
             suffix_mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in suffixes], device=self.device)
-            cache = _clone_cache(_cache_of(prefix_out))
+            cache = copy.deepcopy(_cache_of(prefix_out))
             cache.batch_repeat_interleave(len(chunk))
             mask = torch.cat([prefix["attention_mask"].repeat(len(chunk), 1), suffix_mask], dim=1)
             positions = prefix_len + torch.arange(width, device=self.device)[None, :].repeat(len(chunk), 1)
@@ -343,13 +370,18 @@ class HFBackend(Backend):
         return out
 
     def encode_with_answers(self, prompts: Sequence[VisualPrompt], answers: Sequence[str]):
+        prompts = [VisualPrompt(p.image, self.clean(p.question)) for p in prompts]
+        answers = [self.clean(a) for a in answers]
         return encode_with_answers(self.processor, prompts, answers, self.device, self.is_vlm, name=self.name)
 
     # -- text chat (splitter / rewriter roles) ----------------------------------------------------
     @torch.inference_mode()
     def chat(self, messages: list[dict], *, temperature: float = 0.0, top_p: float = 1.0,
              max_new_tokens: int = 512, seed: int = 0) -> ChatReply:
+        messages = [{**m, "content": self.clean(m["content"])} if isinstance(m.get("content"), str) else m
+                    for m in messages]
         text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        self.check_room([text], None, max_new_tokens)
         batch = self.encode([text], None, padding_side="left")
         settings = GenerationSettings(n=1, temperature=temperature, top_p=top_p, top_k=None,
                                       max_new_tokens=max_new_tokens, seed=seed)
@@ -362,9 +394,3 @@ def _cache_of(outputs):
     """The key/value cache of a forward's outputs (`cache` in transformers ≥ 5.2x, else the old name)."""
     cache = getattr(outputs, "cache", None)
     return cache if cache is not None else outputs.past_key_values
-
-
-def _clone_cache(cache):
-    import copy
-
-    return copy.deepcopy(cache)

@@ -17,6 +17,11 @@ Batches of requests run on a thread pool of `spec.max_concurrency` workers. Imag
 base64 data URLs (lossless). yes/no probabilities come from the first answer token's
 `top_logprobs` (20, the API maximum), counted by the same rule as the in-process backend
 (`backends/yesno.py`): a surface form outside the server's top 20 counts as 0.
+
+User text (questions, chat messages) has the usual special tokens and role headers removed
+(`user_text.COMMON_MARKERS`: the server's tokenizer is not known here). A request the server refuses
+as longer than its context (HTTP 400 "maximum context length", vLLM's wording) is not retried:
+`generate` and `yes_no` raise `PromptTooLong` naming those items, with the others' results.
 """
 
 from __future__ import annotations
@@ -36,6 +41,8 @@ from typing import Callable, Sequence
 from PIL import Image
 
 from .base import Backend, ChatReply, EndpointError, GenerationSettings, VisualPrompt, YesNo
+from .lengths import PromptTooLong, is_context_error
+from .user_text import COMMON_MARKERS, neutralise
 from .yesno import MassAlarm, tally
 
 log = logging.getLogger(__name__)
@@ -68,7 +75,7 @@ def user_message(prompt: VisualPrompt) -> dict:
     content: list[dict] = []
     if prompt.image is not None:
         content.append({"type": "image_url", "image_url": {"url": image_data_url(prompt.image)}})
-    content.append({"type": "text", "text": prompt.question})
+    content.append({"type": "text", "text": neutralise(prompt.question, COMMON_MARKERS)[0]})
     return {"role": "user", "content": content}
 
 
@@ -195,8 +202,10 @@ class OpenAIBackend(Backend):
             hint = ""
             if status in (401, 403):
                 hint = " (the API key is read from the environment variable named by api_key_env)"
-            raise EndpointError(f"{self._where()}: HTTP {status}: {message}{hint}", endpoint=self.base_url,
-                                model=self.model, attempts=1, status=status) from None
+            error = EndpointError(f"{self._where()}: HTTP {status}: {message}{hint}", endpoint=self.base_url,
+                                  model=self.model, attempts=1, status=status)
+            error.too_long = status == 400 and is_context_error(message)
+            raise error from None
         except (json.JSONDecodeError, UnicodeDecodeError, openai.APIResponseValidationError) as exc:
             raise _Retryable(f"unparseable reply ({type(exc).__name__})") from None
         if not hasattr(response, "choices") or not isinstance(getattr(response, "choices", None), list) \
@@ -213,6 +222,10 @@ class OpenAIBackend(Backend):
         for attempt in range(attempts):
             try:
                 return self._attempt(kwargs)
+            except EndpointError as error:
+                if getattr(error, "too_long", False):  # the caller makes it a per-item skip
+                    return error
+                raise
             except _Retryable as failure:
                 last = failure
                 if attempt + 1 >= attempts:
@@ -278,6 +291,8 @@ class OpenAIBackend(Backend):
                 "generate", messages=[user_message(prompt)], n=settings.n, temperature=temperature,
                 top_p=settings.top_p, max_tokens=settings.max_new_tokens, seed=int(seed),
             )
+            if isinstance(response, EndpointError):
+                return response
             texts = [(choice.message.content or "").strip() for choice in
                      sorted(response.choices, key=lambda c: getattr(c, "index", 0) or 0)]
             if len(texts) != settings.n:
@@ -285,7 +300,7 @@ class OpenAIBackend(Backend):
                                     endpoint=self.base_url, model=self.model, attempts=1)
             return texts
 
-        return self._map(one, list(zip(prompts, seeds)))
+        return self._fitting(self._map(one, list(zip(prompts, seeds))))
 
     def yes_no(self, image: Image.Image | None, questions: Sequence[str]) -> list[YesNo]:
         """One greedy one-token request per question; P(yes) and P(no) from its top 20 (backends/yesno.py)."""
@@ -295,14 +310,14 @@ class OpenAIBackend(Backend):
             content: list[dict] = []
             if data_url is not None:
                 content.append({"type": "image_url", "image_url": {"url": data_url}})
-            content.append({"type": "text", "text": question})
+            content.append({"type": "text", "text": neutralise(question, COMMON_MARKERS)[0]})
             response = self._request(
                 "yes_no", messages=[{"role": "user", "content": content}], max_tokens=1, logprobs=True,
                 top_logprobs=TOP_LOGPROBS, temperature=0.0, n=1,
             )
-            return self._yes_no_from(response)
+            return response if isinstance(response, EndpointError) else self._yes_no_from(response)
 
-        results = self._map(one, list(questions))
+        results = self._fitting(self._map(one, list(questions)))
         self.yes_no_alarm.record(results)
         return results
 
@@ -325,10 +340,25 @@ class OpenAIBackend(Backend):
             "use an hf backend for roles that need answer log-probabilities (DPO reference, evaluation)"
         )
 
+    def neutralises(self, text: str) -> bool:
+        return neutralise(text, COMMON_MARKERS)[1]
+
+    def _fitting(self, results: list) -> list:
+        """The results, or PromptTooLong naming the items the server refused as too long (with the rest)."""
+        skipped = {i: str(r) for i, r in enumerate(results) if isinstance(r, EndpointError)}
+        if skipped:
+            raise PromptTooLong(f"{self.model} at {self.base_url}", skipped,
+                                [None if isinstance(r, EndpointError) else r for r in results])
+        return results
+
     def chat(self, messages: list[dict], *, temperature: float = 0.0, top_p: float = 1.0,
              max_new_tokens: int = 512, seed: int = 0) -> ChatReply:
+        messages = [{**m, "content": neutralise(m["content"], COMMON_MARKERS)[0]}
+                    if isinstance(m.get("content"), str) else m for m in messages]
         response = self._request("chat", messages=messages, temperature=temperature, top_p=top_p,
                                  max_tokens=max_new_tokens, seed=int(seed), n=1)
+        if isinstance(response, EndpointError):
+            raise PromptTooLong(f"{self.model} at {self.base_url}", {0: str(response)})
         text = (response.choices[0].message.content or "").strip()
         return ChatReply(text=text, model=getattr(response, "model", None) or self.model)
 

@@ -23,6 +23,7 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Sequence
 
+from ..backends.lengths import PROMPT_TOO_LONG, PromptTooLong
 from ..seeds import mix_seed
 from .claim_rules import split_claims_rules
 from .grammar import nlp
@@ -173,9 +174,12 @@ def split_claims_llm(backend: "Backend", question: str, answer: str, config: "Cl
         else:
             content = split_prompt_project(question, chunk, k + 1, len(chunks))
         for attempt in range(2):
-            reply = backend.chat([{"role": "user", "content": content}], temperature=config.temperature,
-                                 top_p=config.top_p, max_new_tokens=config.max_new_tokens,
-                                 seed=mix_seed(seed, "split", preset, question, answer, k, attempt, bits=31))
+            try:
+                reply = backend.chat([{"role": "user", "content": content}], temperature=config.temperature,
+                                     top_p=config.top_p, max_new_tokens=config.max_new_tokens,
+                                     seed=mix_seed(seed, "split", preset, question, answer, k, attempt, bits=31))
+            except PromptTooLong as error:  # no room to answer: this answer's failure, counted by the stage
+                return ClaimResult([], f"{PROMPT_TOO_LONG}: {error}", raw)
             raw.append(reply.text)
             facts, explicitly_none = _parse_facts(reply.text, preset)
             if facts or explicitly_none:

@@ -12,6 +12,10 @@ and `zero_claims=True`, counted, never silently dropped. Probabilities are kept.
 P(yes)+P(no) is watched (backends/yesno.py `MassAlarm`): low on a share of questions is a logged,
 counted warning; low on (nearly) all of a stage's questions is a `YesNoMassError`: a labeler that
 does not answer yes/no would otherwise read as a confident "no" on every claim.
+
+A claim question that leaves the labeler no room to answer (backends/lengths.py `PromptTooLong`)
+cannot be judged: its answer keeps its row with `skipped` = "prompt_too_long: …" (None otherwise),
+and the pairs stage leaves it out, counted (`skipped_prompt_too_long`).
 """
 
 from __future__ import annotations
@@ -21,12 +25,13 @@ from typing import Callable
 import pandas as pd
 
 from ..backends.base import Backend, YesNo
+from ..backends.lengths import PROMPT_TOO_LONG, PromptTooLong
 from ..backends.yesno import MassAlarm
 from ..images import decode_image
 from ..backends.oom import run_with_oom_backoff
 
 VERDICT_COLUMNS = ["prompt_id", "sample_idx", "p_yes", "p_no", "accepted", "n_claims", "n_rejected", "score",
-                   "zero_claims"]
+                   "zero_claims", "skipped"]
 
 
 def verdicts_for(probabilities: list[YesNo], threshold: float) -> list[bool]:
@@ -48,22 +53,43 @@ def judge_candidates(labeler: Backend, prompts: pd.DataFrame, claims: pd.DataFra
         record = {**prompt_records[prompt_id], "prompt_id": prompt_id}
         image = decode_image(record).image
         questions = [q + config.question_suffix for qs in group["questions"] for q in qs]
-        probabilities = run_with_oom_backoff(labeler, lambda: labeler.yes_no(image, questions)) if questions else []
-        alarm.record(probabilities)
+        probabilities, too_long = _fitting_yes_no(labeler, image, questions)
+        alarm.record([p for p in probabilities if p is not None])
         cursor = 0
         for row in group.itertuples():
             count = len(row.questions)
             mine = probabilities[cursor:cursor + count]
+            why = next((f"{PROMPT_TOO_LONG}: question {i - cursor}: {too_long[i]}"
+                        for i in range(cursor, cursor + count) if i in too_long), None)
             cursor += count
+            if why is not None:
+                mine = [p for p in mine if p is not None]
             accepted = verdicts_for(mine, config.threshold)
             rows.append({
                 "prompt_id": prompt_id, "sample_idx": row.sample_idx,
                 "p_yes": [p.p_yes for p in mine], "p_no": [p.p_no for p in mine], "accepted": accepted,
                 "n_claims": count, "n_rejected": count - sum(accepted), "score": score(accepted),
-                "zero_claims": count == 0,
+                "zero_claims": count == 0, "skipped": why,
             })
         if progress:
             progress(done, len(groups))
     if getattr(config, "low_mass_error", True):
         alarm.check()
     return pd.DataFrame(rows, columns=VERDICT_COLUMNS)
+
+
+def _fitting_yes_no(labeler, image, questions: list[str]) -> tuple[list, dict[int, str]]:
+    """(YesNo per question, None where it does not fit the labeler's context; {index: why})."""
+    if not questions:
+        return [], {}
+    try:
+        return run_with_oom_backoff(labeler, lambda: labeler.yes_no(image, questions)), {}
+    except PromptTooLong as error:
+        if error.results is not None:
+            return list(error.results), error.skipped
+        keep = [i for i in range(len(questions)) if i not in error.skipped]
+        got = run_with_oom_backoff(labeler, lambda: labeler.yes_no(image, [questions[i] for i in keep])) if keep else []
+        out: list = [None] * len(questions)
+        for i, p in zip(keep, got):
+            out[i] = p
+        return out, error.skipped

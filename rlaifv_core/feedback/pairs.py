@@ -21,7 +21,8 @@ question, ...). Builders (`pairs.builder`), each given one prompt's usable answe
 Every decision is counted: the returned `counts` say how many pairs were considered and why each
 dropped one was dropped. Answers whose splitting failed, and empty answers (an empty text would
 otherwise win every pair as "no claim, no hallucination"), are never a side of a pair
-(`skipped_split_failure`, `skipped_empty_answer`). An answer that states nothing checkable ("I
+(`skipped_split_failure`, `skipped_empty_answer`), nor are answers the labeler could not judge (a
+claim question longer than its context: `skipped_prompt_too_long`). An answer that states nothing checkable ("I
 cannot tell what is in this image.": no claims, score 0) is scored and may be the rejected side,
 but a pair a builder makes with it as the chosen side is dropped (`skipped_zero_claim_chosen`):
 saying nothing must never be taught as better than describing the image.
@@ -100,6 +101,10 @@ def build_pairs(scored: pd.DataFrame, prompts: pd.DataFrame, config, *, policy_i
         counts["prompts"] += 1
         usable = group[~group["split_failed"].fillna(False).astype(bool)] if "split_failed" in group else group
         counts["skipped_split_failure"] += len(group) - len(usable)
+        if "skipped" in usable:  # the labeler could not judge it (a claim question longer than its context)
+            judged = usable[usable["skipped"].isna()]
+            counts["skipped_prompt_too_long"] += len(usable) - len(judged)
+            usable = judged
         said = usable[usable["answer"].fillna("").astype(str).str.strip() != ""]  # "" is never a side of a pair
         counts["skipped_empty_answer"] += len(usable) - len(said)
         usable = said

@@ -8,7 +8,10 @@ table with counted skips.
 Output columns: prompt_id (unique per image+question), ds_question_id, question, image (PNG
 bytes), image_path, task, origin_dataset, truth (JSON list of objects in the shapes world, else
 None), metainfos (JSON). Bad rows are skipped and counted by reason (`counts`); a source that
-cannot be read at all raises `PromptSourceError` naming it.
+cannot be read at all raises `PromptSourceError` naming it. A question's `<image>` placeholders are
+dropped (the original's files carry one); other special tokens of the usual model families
+(`backends/user_text.py` `COMMON_SPECIAL`, every `<|…|>`) are removed, counted as `neutralised_question`
+(each backend removes its own model's markers again before rendering).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from pathlib import Path
 import pandas as pd
 
 from .. import plugins
+from ..backends.user_text import COMMON_SPECIAL, neutralise
 from ..images import BadImage, image_to_png, load_image_bytes
 
 MAX_QUESTION_CHARS = 4000
@@ -174,7 +178,13 @@ def normalise_records(records: list[dict], source: str, data_root: str | None) -
                 counts["examples"].append(f"row {index}: {error}")
             continue
         png = image_to_png(image)
-        question = question.replace("<image>", "").strip()
+        question, neutralised = neutralise(question.replace("<image>", ""), COMMON_SPECIAL)
+        question = question.strip()
+        if not question:
+            counts["skipped_empty_question"] += 1
+            continue
+        if neutralised:
+            counts["neutralised_question"] += 1
         prompt_id = prompt_id_for(png, question)
         if prompt_id in seen:
             counts["skipped_duplicate_prompt"] += 1

@@ -32,6 +32,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Sequence
 
+from ..backends.lengths import PROMPT_TOO_LONG, PromptTooLong
 from ..seeds import mix_seed
 from .grammar import (DETERMINERS, FUNCTION_WORDS, NUMBER, PLURAL_DETS, PREPOSITIONS, RELATIVES, SINGULAR_DETS,
                       Tok, find_predicate, has_negation, lexicon, noun_like, render, tokens_of)
@@ -218,9 +219,13 @@ def rewrite_questions_llm(backend: "Backend", claims: Sequence[str], config: "Cl
     raw: list[str] = []
     reasons: list[str] = []
     for attempt in range(2):
-        reply = backend.chat([{"role": "user", "content": content}], temperature=config.temperature,
-                             top_p=config.top_p, max_new_tokens=config.max_new_tokens,
-                             seed=mix_seed(seed, "changeq", preset, *claims, attempt, bits=31))
+        try:
+            reply = backend.chat([{"role": "user", "content": content}], temperature=config.temperature,
+                                 top_p=config.top_p, max_new_tokens=config.max_new_tokens,
+                                 seed=mix_seed(seed, "changeq", preset, *claims, attempt, bits=31))
+        except PromptTooLong as error:  # no room to answer: the rule-based questions, reason recorded
+            return QuestionResult([rule_question(c) for c in claims], f"{PROMPT_TOO_LONG}: {error} → rule-based "
+                                  "questions", raw)
         raw.append(reply.text)
         questions, numbers = parse_list(reply.text, require_marker=preset != "rlaifv-llama3")
         problem = _check_questions(claims, questions, numbers)

@@ -17,6 +17,9 @@ are reproducible), or, with `logprobs` + `max_tokens=1`, the greedy first token 
 Faults are scripted by the test: `server.faults.push(...)` queues one-shot faults consumed by the
 next requests in order; `server.faults.always = fault` applies one to every request.
 `server.requests` records every request (headers that matter, the JSON body, arrival time).
+`OpenAIVLMServer(backend, max_model_len=64)` refuses a request whose prompt tokens + `max_tokens`
+exceed 64 with vLLM's HTTP 400 ("This model's maximum context length is 64 tokens. However, you
+requested …").
 """
 
 from __future__ import annotations
@@ -185,6 +188,12 @@ class TinyVLMEngine:
     def token_text(self, token_id: int) -> str:
         return self.backend.tokenizer.decode([token_id])
 
+    def prompt_tokens(self, prompt: VisualPrompt) -> int:
+        with self.lock:
+            b = self.backend
+            text = b.render(prompt.question, with_image=prompt.image is not None)
+            return int(b.encode([text], [prompt.image] if prompt.image is not None else None)["attention_mask"].sum())
+
 
 def _error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
     return JSONResponse({"error": {"message": message, "type": "invalid_request_error" if status < 500
@@ -194,8 +203,10 @@ def _error(status: int, message: str, headers: dict | None = None) -> JSONRespon
 class OpenAIVLMServer:
     """The FastAPI app plus the test's handles on it (faults, request log)."""
 
-    def __init__(self, backend: HFBackend, *, model_name: str = "tiny-vlm", api_key: str | None = None):
+    def __init__(self, backend: HFBackend, *, model_name: str = "tiny-vlm", api_key: str | None = None,
+                 max_model_len: int | None = None):
         self.engine = TinyVLMEngine(backend)
+        self.max_model_len = max_model_len
         self.model_name = model_name
         self.api_key = api_key
         self.faults = FaultScript()
@@ -269,6 +280,12 @@ class OpenAIVLMServer:
         n = int(body.get("n") or 1)
         max_tokens = int(body.get("max_tokens") or body.get("max_completion_tokens") or 64)
         temperature = float(body["temperature"]) if body.get("temperature") is not None else 1.0
+        if self.max_model_len is not None:  # vLLM's check and wording (serving_engine._validate_input)
+            used = self.engine.prompt_tokens(prompt)
+            if used + max_tokens > self.max_model_len:
+                raise ValueError(f"This model's maximum context length is {self.max_model_len} tokens. However, you "
+                                 f"requested {used + max_tokens} tokens ({used} in the messages, {max_tokens} in the "
+                                 "completion). Please reduce the length of the messages or completion.")
         if body.get("logprobs"):
             if max_tokens != 1 or n != 1 or temperature != 0:
                 raise ValueError("this test server returns logprobs only for n=1, max_tokens=1, temperature=0")
