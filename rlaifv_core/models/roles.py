@@ -92,13 +92,17 @@ def holding_models(stage: str = "stage"):
 
 
 def _let_go(keys: list[str]) -> None:
-    """Drop this holder's hold on each model; a model no one holds any more leaves the cache."""
+    """Drop this holder's hold on each model; a model no one holds any more leaves the cache and is
+    closed (an endpoint's request pool: its in-flight requests finish first)."""
+    dropped = []
     with _LOCK:
         for key in keys:
             _HOLDERS[key] -= 1
             if _HOLDERS[key] <= 0:
                 del _HOLDERS[key]
-                _LOADED.pop(key, None)
+                dropped.append(_LOADED.pop(key, None))
+    for backend in dropped:
+        getattr(backend, "close", lambda: None)()
 
 
 def forget_models() -> None:
