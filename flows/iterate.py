@@ -59,22 +59,24 @@ def _flat(record: dict) -> dict[str, float]:
 def evaluate_checkpoints(config: RunConfig, iteration: int, candidates: dict[str, ArtifactRef | None],
                          purpose: Literal["evaluate", "report"] = "evaluate") -> dict[str, dict]:
     """Every candidate (name → checkpoint, None = the configured policy) on every benchmark
-    (`eval.benchmarks`; with purpose `report`, the report split `eval.report_benchmarks`)."""
+    (`eval.benchmarks`; with purpose `report`, the report split `eval.report_benchmarks`): one
+    checkpoint after another (its benchmarks at once, sharing the one loaded copy), so a device holds
+    a single policy, never every checkpoint of the iteration."""
     run_store = store_of(config.store)
     task = evaluate_model.with_options(result_storage=result_storage_for(config.store),
                                        **retry_options(config.iteration))
     benchmarks = config.eval.report_benchmarks if purpose == "report" else config.eval.benchmarks
-    futures = {}
+    scores: dict[str, dict] = {name: {} for name in candidates}
     for name, checkpoint in candidates.items():
         fingerprint = checkpoint_fingerprint(config.models.policy, checkpoint)
+        futures = []
         for bench in benchmarks:
             run = gpu_guarded(named(task, f"{purpose}-iter-{iteration}-{name}-{bench}"), config.scale)
-            futures[(name, bench)] = run.submit(config.models.policy, checkpoint, fingerprint, bench, config.eval,
-                                                 config.models.eval_judge, config.store,
-                                                 f"iter-{iteration}/eval/{name}/{bench}.json")
-    scores: dict[str, dict] = {name: {} for name in candidates}
-    for (name, _), future in futures.items():
-        scores[name].update(_flat(run_store.read_json(future.result())))
+            futures.append(run.submit(config.models.policy, checkpoint, fingerprint, bench, config.eval,
+                                      config.models.eval_judge, config.store,
+                                      f"iter-{iteration}/eval/{name}/{bench}.json"))
+        for future in futures:  # this checkpoint is done (and released) before the next one loads
+            scores[name].update(_flat(run_store.read_json(future.result())))
     return scores
 
 

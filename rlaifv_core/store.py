@@ -267,27 +267,99 @@ class RunStore:
         return removed
 
     def local_folder(self, ref: ArtifactRef, cache_dir: str | Path | None = None) -> Path:
-        """A local path holding the folder's files (downloaded and verified for remote stores)."""
+        """A local path holding the folder's files (downloaded and verified for remote stores).
+
+        Remote folders go to a bounded machine-wide cache (`checkpoint_cache_dir()`): one download per
+        folder under a file lock, so concurrent tasks of any process wait for it instead of racing;
+        each file is fetched with the store's retries; least-recently-used folders are evicted past
+        `RLAIFV_CHECKPOINT_CACHE_GB` (see `evict_checkpoint_cache`)."""
+        from filelock import FileLock
+
         path = self._fs_path(ref.uri)
-        manifest_bytes = self.fs.cat_file(f"{path}/{MANIFEST}")
+        manifest_bytes = self._remote(f"reading {ref.uri}", self.fs.cat_file, f"{path}/{MANIFEST}")
         if sha256_bytes(manifest_bytes) != ref.sha256:
             raise ArtifactCorrupt(f"{ref.uri}: manifest hash differs from the reference {ref.short}")
         if self.is_local:
             return Path(path)
-        cache_dir = Path(cache_dir or Path(tempfile.gettempdir()) / "rlaifv-store-cache")
+        cache_dir = Path(cache_dir or checkpoint_cache_dir())
+        cache_dir.mkdir(parents=True, exist_ok=True)
         target = cache_dir / ref.sha256[:16]
-        if (target / MANIFEST).exists():
-            return target
-        staging = cache_dir / f".{ref.sha256[:16]}.{uuid.uuid4().hex[:8]}.tmp"
-        manifest = json.loads(manifest_bytes)
-        for name, digest in manifest.items():
-            local = staging / name
-            local.parent.mkdir(parents=True, exist_ok=True)
-            self.fs.get_file(f"{path}/{name}", str(local))
-            if sha256_file(local) != digest:
-                raise ArtifactCorrupt(f"{ref.uri}/{name}: content hash mismatch")
-        (staging / MANIFEST).write_bytes(manifest_bytes)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(staging, target)
+        with FileLock(str(cache_dir / f".{ref.sha256[:16]}.lock")):
+            if not (target / MANIFEST).exists():
+                self._download_folder(ref, path, json.loads(manifest_bytes), manifest_bytes, cache_dir, target)
+            os.utime(target / MANIFEST)  # last use, for the LRU eviction
+        evict_checkpoint_cache(cache_dir, keep=target)
         return target
+
+    def _download_folder(self, ref: ArtifactRef, path: str, manifest: dict, manifest_bytes: bytes, cache_dir: Path,
+                         target: Path) -> None:
+        staging = cache_dir / f".{ref.sha256[:16]}.{uuid.uuid4().hex[:8]}.tmp"
+        try:
+            for name, digest in manifest.items():
+                local = staging / name
+                local.parent.mkdir(parents=True, exist_ok=True)
+                _retrying(f"reading {ref.uri}/{name}", self.fs.get_file, f"{path}/{name}", str(local))
+                if sha256_file(local) != digest:
+                    raise ArtifactCorrupt(f"{ref.uri}/{name}: content hash mismatch")
+            (staging / MANIFEST).write_bytes(manifest_bytes)
+            if target.exists():  # an incomplete leftover (no manifest): no reader can be using it
+                shutil.rmtree(target)
+            os.replace(staging, target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+#: folders used this recently are never evicted (a task may be opening the files it was just given)
+CHECKPOINT_CACHE_GRACE_S = 120.0
+
+
+def checkpoint_cache_dir() -> Path:
+    """Where remote checkpoint folders are cached on this machine: `$RLAIFV_CHECKPOINT_CACHE`, else
+    <temp>/rlaifv-store-cache."""
+    return Path(os.environ.get("RLAIFV_CHECKPOINT_CACHE") or Path(tempfile.gettempdir()) / "rlaifv-store-cache")
+
+
+def checkpoint_cache_limit() -> int:
+    """The cache's bound in bytes: `$RLAIFV_CHECKPOINT_CACHE_GB` (default 100 GB, about seven 7B
+    checkpoints in bf16)."""
+    value = os.environ.get("RLAIFV_CHECKPOINT_CACHE_GB") or "100"
+    try:
+        limit = float(value)
+    except ValueError:
+        raise ValueError(f"RLAIFV_CHECKPOINT_CACHE_GB={value!r} is not a number of gigabytes") from None
+    if limit <= 0:
+        raise ValueError(f"RLAIFV_CHECKPOINT_CACHE_GB={value!r} must be positive")
+    return int(limit * 1e9)
+
+
+def _folder_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+def evict_checkpoint_cache(cache_dir: str | Path, keep: Path | None = None, limit: int | None = None) -> list[Path]:
+    """Remove least-recently-used complete folders until the cache fits `limit` (default
+    `checkpoint_cache_limit()`); never `keep` nor a folder used in the last CHECKPOINT_CACHE_GRACE_S
+    seconds, so the bound is exceeded rather than a folder in use removed. Returns the removed folders."""
+    from filelock import FileLock
+
+    cache_dir = Path(cache_dir)
+    limit = checkpoint_cache_limit() if limit is None else limit
+    entries = sorted((entry for entry in cache_dir.iterdir()
+                      if not entry.name.startswith(".") and (entry / MANIFEST).exists()),
+                     key=lambda entry: (entry / MANIFEST).stat().st_mtime)
+    sizes = {entry: _folder_bytes(entry) for entry in entries}
+    total, removed, now = sum(sizes.values()), [], time.time()
+    for entry in entries:
+        if total <= limit:
+            break
+        if entry == keep:
+            continue
+        with FileLock(str(cache_dir / f".{entry.name}.lock")):
+            manifest = entry / MANIFEST
+            if not manifest.exists() or now - manifest.stat().st_mtime < CHECKPOINT_CACHE_GRACE_S:
+                continue
+            manifest.unlink()  # incomplete from here on: a concurrent reader downloads it afresh
+            shutil.rmtree(entry, ignore_errors=True)
+        total -= sizes[entry]
+        removed.append(entry)
+    return removed

@@ -13,7 +13,7 @@ from rlaifv_core.fingerprints import folder_fingerprint
 from rlaifv_core.models import adapter_base, is_lora_adapter, open_model, resolve_model_path
 from rlaifv_core.store import ArtifactRef
 
-from .common import stage_cache, store_of
+from .common import holds_models, stage_cache, store_of
 
 
 def path_fingerprint(name: str, base_model: str | None = None) -> str:
@@ -29,6 +29,7 @@ def path_fingerprint(name: str, base_model: str | None = None) -> str:
       cache_policy=stage_cache("rlaifv_core.feedback.sampling", "rlaifv_core.feedback.prompts", "rlaifv_core.backends",
                                plugins=True),
       persist_result=True, retries=2, retry_delay_seconds=5)
+@holds_models("best-of-n-sample")
 def sample_task(prompts_config: PromptsConfig, iteration: int, seed: int, policy: ModelSpec, policy_fingerprint: str,
                 sampling: SamplingConfig, store: StoreConfig, folder: str) -> tuple[ArtifactRef, ArtifactRef]:
     """The prompt slice and N candidates per prompt from the policy."""
@@ -46,6 +47,7 @@ def sample_task(prompts_config: PromptsConfig, iteration: int, seed: int, policy
 @task(name="best-of-n-score",
       cache_policy=stage_cache("rlaifv_core.rewards", "rlaifv_core.models", "rlaifv_core.backends"),
       persist_result=True, retries=2, retry_delay_seconds=5)
+@holds_models("best-of-n-score")
 def score_task(prompts_ref: ArtifactRef, candidates_ref: ArtifactRef, reward_model: str, reward_fingerprint: str,
                reference: str, reference_fingerprint: str, base_model: str | None, beta: float, device: str,
                store: StoreConfig, folder: str) -> ArtifactRef:

@@ -10,7 +10,7 @@ from rlaifv_core.config import ClaimsConfig, ModelsConfig, StoreConfig
 from rlaifv_core.models import open_model
 from rlaifv_core.store import ArtifactRef
 
-from .common import Progress, artifact_key, counts_table, stage_cache, stage_hook, store_of
+from .common import Progress, artifact_key, counts_table, holds_models, stage_cache, stage_hook, store_of
 
 
 def _role(spec):
@@ -24,6 +24,7 @@ CLAIM_MODULES = tuple(f"rlaifv_core.feedback.{m}" for m in ("claims", "claim_rul
 
 @task(name="claims", cache_policy=stage_cache(*CLAIM_MODULES),
       persist_result=True, retries=2, retry_delay_seconds=5)
+@holds_models("claims")
 def split_and_rewrite(candidates_ref: ArtifactRef, prompts_ref: ArtifactRef, models: ModelsConfig, claims: ClaimsConfig,
                       splitter_fingerprint: str, rewriter_fingerprint: str, seed: int, store: StoreConfig,
                       out_path: str) -> tuple[ArtifactRef, dict]:

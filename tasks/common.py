@@ -11,6 +11,7 @@ cache policy by string: a run whose tasks are all cache hits never loads torch, 
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 import importlib.util
 import os
@@ -23,7 +24,7 @@ from prefect.artifacts import create_progress_artifact, create_table_artifact, u
 from prefect.cache_policies import INPUTS, TASK_SOURCE, CachePolicy
 from prefect.logging import get_run_logger
 
-from rlaifv_core.models import model_fingerprint
+from rlaifv_core.models import holding_models, model_fingerprint
 from rlaifv_core.store import ArtifactRef, RunStore
 
 
@@ -172,6 +173,21 @@ def stage_cache(*core_module_names: str, plugins: bool = False, files=None) -> C
     InputFiles) the content of the local files its inputs name."""
     policy = INPUTS + TASK_SOURCE + CoreSource(*core_module_names, plugins=plugins)
     return policy + InputFiles(files) if files is not None else policy
+
+
+def holds_models(stage: str):
+    """Decorator (under `@task`) of a model-running task body: the models it opens are held for the
+    body only and dropped, collected and their GPU memory returned once it has returned (its frame,
+    hence its references, gone). Source-based cache keys see the body: the wrapper is unwrapped."""
+    def wrap(body):
+        @functools.wraps(body)
+        def held(*args, **kwargs):
+            with holding_models(stage):
+                return body(*args, **kwargs)
+
+        return held
+
+    return wrap
 
 
 def store_of(store_config) -> RunStore:

@@ -8,7 +8,7 @@ from rlaifv_core.config import EvalConfig, ModelSpec, StoreConfig
 from rlaifv_core.models import open_model
 from rlaifv_core.store import ArtifactRef
 
-from .common import local_checkpoint, stage_cache, stage_hook, store_of
+from .common import holds_models, local_checkpoint, stage_cache, stage_hook, store_of
 
 
 # Every module a benchmark's result depends on: the registry, each benchmark, their judge, COCO's
@@ -25,6 +25,7 @@ def _data_files(inputs: dict) -> dict[str, list[str]]:
       cache_policy=stage_cache("rlaifv_core.evals", "rlaifv_core.images", "rlaifv_core.backends", plugins=True,
                                files=_data_files),
       persist_result=True, retries=2, retry_delay_seconds=5)
+@holds_models("evaluate")
 def evaluate_model(policy: ModelSpec, checkpoint: ArtifactRef | None, model_fingerprint: str, benchmark: str,
                    eval_config: EvalConfig, judge: ModelSpec | None, store: StoreConfig, out_path: str) -> ArtifactRef:
     stage_hook("evaluate", out_path)

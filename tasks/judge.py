@@ -8,11 +8,12 @@ from rlaifv_core.config import JudgeConfig, ModelSpec, StoreConfig
 from rlaifv_core.models import open_model
 from rlaifv_core.store import ArtifactRef
 
-from .common import Progress, stage_cache, stage_hook, store_of
+from .common import Progress, holds_models, stage_cache, stage_hook, store_of
 
 
 @task(name="judge", cache_policy=stage_cache("rlaifv_core.feedback.judge", "rlaifv_core.backends"),
       persist_result=True, retries=2, retry_delay_seconds=5)
+@holds_models("judge")
 def judge_shard(prompts_ref: ArtifactRef, claims_ref: ArtifactRef, shard: tuple[int, int], labeler: ModelSpec,
                 labeler_fingerprint: str, judge: JudgeConfig, store: StoreConfig, out_path: str) -> ArtifactRef:
     stage_hook("judge", out_path)

@@ -9,11 +9,13 @@ from rlaifv_core.config import ModelSpec, SamplingConfig, StoreConfig
 from rlaifv_core.models import open_model
 from rlaifv_core.store import ArtifactRef
 
-from .common import Progress, artifact_key, counts_table, local_checkpoint, stage_cache, stage_hook, store_of
+from .common import (Progress, artifact_key, counts_table, holds_models, local_checkpoint, stage_cache, stage_hook,
+                     store_of)
 
 
 @task(name="sample", cache_policy=stage_cache("rlaifv_core.feedback.sampling", "rlaifv_core.backends"),
       persist_result=True, retries=2, retry_delay_seconds=5)
+@holds_models("sample")
 def sample_shard(prompts_ref: ArtifactRef, shard: tuple[int, int], policy: ModelSpec, policy_checkpoint: ArtifactRef | None,
                  policy_fingerprint: str, sampling: SamplingConfig, store: StoreConfig,
                  out_path: str) -> tuple[ArtifactRef, dict]:

@@ -35,7 +35,7 @@ from rlaifv_core.config import DPOConfig, ModelSpec, StoreConfig
 from rlaifv_core.diskfull import disk_full_as_error
 from rlaifv_core.store import MANIFEST, ArtifactRef, RunStore, sha256_bytes
 
-from .common import CoreSource, Progress, local_checkpoint, stage_hook, store_of
+from .common import CoreSource, Progress, holds_models, local_checkpoint, stage_hook, store_of
 
 
 class _KeyOf(CachePolicy):
@@ -167,6 +167,7 @@ def checked_training(task, *args) -> TrainDPOResult:
 @task(name="reference-logps", persist_result=True, log_prints=False, retries=2, retry_delay_seconds=5,
       cache_policy=_KeyOf("pairs_ref", "reference_fingerprint", "dpo.dtype", "store", "out_path") + TASK_SOURCE
       + CoreSource("rlaifv_core.training") + _Precision())
+@holds_models("reference")
 def reference_logps(pairs_ref: ArtifactRef, reference: ModelSpec, reference_checkpoint: ArtifactRef | None,
                     reference_fingerprint: str, dpo: DPOConfig, store: StoreConfig, out_path: str) -> ArtifactRef:
     """Summed and per-token reference log-probs of every pair (`iter-<k>/ref_logps.parquet`); of the
@@ -223,6 +224,7 @@ def _existing_folder(run_store: RunStore, relpath: str, provenance: dict) -> Art
 @task(name="train-dpo", persist_result=True, log_prints=False, retries=2, retry_delay_seconds=10,
       cache_policy=_KeyOf("pairs_ref", "ref_logps_ref", "policy_fingerprint", "dpo", "store", "folder") + TASK_SOURCE
       + CoreSource("rlaifv_core.training"))
+@holds_models("dpo")
 def train_dpo(pairs_ref: ArtifactRef, ref_logps_ref: ArtifactRef, policy: ModelSpec,
               policy_checkpoint: ArtifactRef | None, policy_fingerprint: str, dpo: DPOConfig, store: StoreConfig,
               folder: str) -> TrainDPOResult:
@@ -253,6 +255,9 @@ def train_dpo(pairs_ref: ArtifactRef, ref_logps_ref: ArtifactRef, policy: ModelS
         else:
             result = core.launch(job, log_fn=logger.info, pairs=pairs, ref_logps=ref_logps,
                                  callbacks=[_progress_callback()])
+    from rlaifv_core.backends import memory
+
+    memory.release()  # the trainer's policy is gone before an export loads the base model (LoRA merge)
     checkpoints = []
     for info in result.checkpoints:
         relpath = f"{folder}/checkpoints/step-{info.step}"

@@ -29,6 +29,7 @@ from PIL import Image
 
 from ..fingerprints import folder_fingerprint, hub_fingerprint
 from ..seeds import mix_seed
+from . import memory
 from .base import Backend, ChatReply, GenerationSettings, VisualPrompt, YesNo
 from .lengths import check_room, context_length
 from .sampler import sample_tokens
@@ -75,7 +76,7 @@ class HFBackend(Backend):
     """A transformers model (vision-language or text-only) in this process."""
 
     def __init__(self, model, processor, *, name: str, fingerprint: str, is_vlm: bool, batch_size: int = 16):
-        self.model = model.eval()
+        self.model = memory.track(model.eval(), f"hf:{name}")
         self.processor = processor
         self.tokenizer = getattr(processor, "tokenizer", processor)
         self.is_vlm = is_vlm

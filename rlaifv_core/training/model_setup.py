@@ -56,6 +56,7 @@ def load_training_model(model_dir: str | os.PathLike, dpo: DPOConfig, *, quantiz
     role's ModelSpec) supplies trust_remote_code and revision."""
     from transformers import AutoModelForImageTextToText
 
+    from ..backends import memory
     from ..backends.processors import load_processor
     from ..models.schemes import resolve_model_path
 
@@ -67,7 +68,7 @@ def load_training_model(model_dir: str | os.PathLike, dpo: DPOConfig, *, quantiz
     kwargs: dict[str, Any] = {"dtype": dtype, "use_safetensors": True, **common}
     if quantize:
         kwargs.update(_quantization_kwargs())
-    model = AutoModelForImageTextToText.from_pretrained(source, **kwargs)
+    model = memory.track(AutoModelForImageTextToText.from_pretrained(source, **kwargs), f"training:{source}")
     processor = load_processor(source, **common)
     tokenizer = processor.tokenizer
     if tokenizer.pad_token is None:

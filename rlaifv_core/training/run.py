@@ -26,6 +26,7 @@ from typing import Any, Callable
 import pandas as pd
 from pydantic import BaseModel, Field
 
+from ..backends.oom import refuse_under_multiprocess
 from ..config import DPOConfig, ModelSpec
 from ..models.lora import is_lora_adapter
 from .export import TRAINING_STATE_FILES
@@ -202,6 +203,9 @@ def train(job: TrainJob, *, pairs: pd.DataFrame | None = None, ref_logps: pd.Dat
             per_device = args.per_device_train_batch_size
             if not should_reduce_batch_size(error) or per_device < 2 or per_device % 2:
                 raise
+            refuse_under_multiprocess(error, "DPO training", f"set dpo.grad_accum={run_dpo.grad_accum * 2} (a "
+                                      f"per-device batch of {per_device // 2}; the global dpo.batch_size stays) "
+                                      "or run on devices with more memory")
         # Out of memory (handled outside `except`, so the failed step's tensors can be freed): half the
         # per-device batch, twice the accumulation (the global batch, the steps and the checkpoints stay
         # the recipe's); fresh weights, resumed from the latest complete checkpoint if there is one.
