@@ -73,6 +73,7 @@ def test_two_iterations_write_summary_and_rerun_is_cached(prefect_server, tmp_pa
     assert {"t", "iteration-1", "iteration-2", "generate-iter-1", "train-iter-2", "evaluate-iter-0",
             "evaluate-iter-2"} <= names, names
     assert all("run:t" in r.tags for r in flow_runs), [(r.name, r.tags) for r in flow_runs]
+    assert summary["warnings"] == [] and all(r.state.name == "Completed" for r in flow_runs)  # no warnings: plain
     assert all("iteration:2" in r.tags for r in flow_runs if r.name.endswith("-2"))
     task_names = {r.name for r in task_runs}
     assert {"prompts-iter-1", "sample-iter-1-shard-0", "judge-iter-2-shard-0", "claims-iter-1", "pairs-iter-2",
