@@ -51,3 +51,16 @@ def test_a_labeler_accepting_everything_ends_the_run_completed_with_warnings(pre
 
     again = iterate(config, return_state=True)  # cached rerun: the same warned state, the summary as its data
     assert again.name == WARNED and again.result()["warnings"] == summary["warnings"]
+
+
+@pytest.mark.slow
+def test_a_discriminating_labeler_leaves_the_generate_run_plainly_completed(prefect_server, tmp_path, tiny_model_dir):
+    from flows.generate import GenerateResult, generate
+
+    # a random labeler's P(yes)/(P(yes)+P(no)) sits just above 0.5: 0.508 splits its verdicts (tests/reliability)
+    config = load_config("configs/shapes.yaml", tiny_overrides(tmp_path / "runs", tiny_model_dir, run="plain")
+                         + ["judge.threshold=0.508", "pairs.builder=paper"])
+    state = generate(config, iteration=1, return_state=True)
+    result = state.result()
+    assert isinstance(result, GenerateResult) and result.pairs.rows > 0 and result.counts["pairs"]["warnings"] == []
+    assert state.is_completed() and state.name == "Completed" and not state.message
