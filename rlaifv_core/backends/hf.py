@@ -29,7 +29,7 @@ from ..seeds import mix_seed
 from .base import Backend, ChatReply, GenerationSettings, VisualPrompt, YesNo
 from .sampler import sample_tokens
 from .processors import load_processor
-from .templates import encode_texts, encode_with_answers, first_answer_token, render_turn, text_ids
+from .templates import encode_texts, encode_with_answers, first_answer_token, render_chat, render_turn, text_ids
 from .yesno import MassAlarm, tally, template_answer_ids
 
 log = logging.getLogger(__name__)
@@ -349,7 +349,7 @@ class HFBackend(Backend):
     @torch.inference_mode()
     def chat(self, messages: list[dict], *, temperature: float = 0.0, top_p: float = 1.0,
              max_new_tokens: int = 512, seed: int = 0) -> ChatReply:
-        text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        text = render_chat(self.processor, messages, is_vlm=self.is_vlm, name=self.name)
         batch = self.encode([text], None, padding_side="left")
         settings = GenerationSettings(n=1, temperature=temperature, top_p=top_p, top_k=None,
                                       max_new_tokens=max_new_tokens, seed=seed)
