@@ -244,7 +244,7 @@ def _evaluate_flow_on(request, checkpoint: str, tmp_path) -> None:
     [row] = rows
     record = json.loads(open(row["record"]).read())
     assert row["model"] == checkpoint and record["model"]["model"] == checkpoint and record["n"] == 2
-    direct = HFBackend.from_spec(ModelSpec(name_or_path=checkpoint))
+    direct = HFBackend.from_spec(ModelSpec(name_or_path=checkpoint, batch_size=64))  # shapes.yaml's policy spec
     eval_config = load_config("configs/shapes.yaml", ["eval.shapes_scenes=2", "eval.max_new_tokens=6"]).eval
     scenes = ShapesWorld().scenes(eval_config.shapes_seed, 2)
     prompts = [VisualPrompt(s.render(), DETAIL_QUESTIONS[i % len(DETAIL_QUESTIONS)]) for i, s in enumerate(scenes)]
