@@ -21,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `python flows
 
 from flows.lock import holding_run  # noqa: E402
 from flows.names import named, run_tags  # noqa: E402
+from flows.outcome import finish, warnings_of  # noqa: E402
 from flows.runner import gpu_guarded, shard_runner  # noqa: E402
 from rlaifv_core.config import RunConfig  # noqa: E402
 from rlaifv_core.models import model_fingerprint  # noqa: E402
@@ -49,9 +50,12 @@ def shards(total: int, size: int) -> list[tuple[int, int]]:
 
 @flow(name="generate", flow_run_name="generate-iter-{iteration}", log_prints=True)
 def generate(config: RunConfig = RunConfig(), iteration: int = 1, policy_checkpoint: ArtifactRef | None = None) -> GenerateResult:
-    """Feedback data for one iteration with the given policy (default: the configured policy)."""
+    """Feedback data for one iteration with the given policy (default: the configured policy).
+    Degenerate feedback (0 pairs; a labeler accepting or rejecting nearly every claim) ends the run
+    "Completed with warnings" (flows/outcome.py); callers get the GenerateResult either way."""
     with tags(*run_tags(config, iteration)), holding_run(config):
-        return _generate(config, iteration, policy_checkpoint)
+        result = _generate(config, iteration, policy_checkpoint)
+    return finish(result, warnings_of(result.counts["pairs"]))
 
 
 def _generate(config: RunConfig, iteration: int, policy_checkpoint: ArtifactRef | None) -> GenerateResult:

@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from flows.generate import GenerateResult, generate  # noqa: E402
 from flows.lock import holding_run  # noqa: E402
 from flows.names import named, run_name_of_config, run_tags, tag_this_run  # noqa: E402
+from flows.outcome import finish, warnings_of  # noqa: E402
 from flows.runner import gpu_guarded  # noqa: E402
 from rlaifv_core.config import RunConfig, load_config  # noqa: E402
 from rlaifv_core.selection import metric_value, select_checkpoint  # noqa: E402
@@ -107,18 +108,21 @@ def run_iteration(config: RunConfig, iteration: int, policy: ArtifactRef | None,
     decision = select_checkpoint(scores, config.selection, baseline_recall=baseline_recall)
     store_of(config.store).write_json(f"iter-{iteration}/selection.json", decision.as_dict(), schema="selection")
     print(f"iteration {iteration}: selected {decision.chosen} ({decision.rule})")
-    return IterationResult(iteration=iteration, selected=decision.chosen, policy=candidates[decision.chosen],
-                           metrics=scores[decision.chosen], pairs=data.pairs.rows or 0, pair_counts=data.counts["pairs"],
-                           counts=data.counts,
-                           dpo_metrics=trained.metrics, scores=scores)
+    result = IterationResult(iteration=iteration, selected=decision.chosen, policy=candidates[decision.chosen],
+                             metrics=scores[decision.chosen], pairs=data.pairs.rows or 0,
+                             pair_counts=data.counts["pairs"], counts=data.counts,
+                             dpo_metrics=trained.metrics, scores=scores)
+    return finish(result, warnings_of(result.pair_counts))
 
 
 @flow(name="iterate", flow_run_name=run_name_of_config, log_prints=True)
 def iterate(config: RunConfig = DEFAULT_CONFIG) -> dict:
-    """RLAIF-V: `config.iteration.iterations` rounds of feedback → DPO → evaluation → selection."""
+    """RLAIF-V: `config.iteration.iterations` rounds of feedback → DPO → evaluation → selection.
+    Returns the summary dict; a run with degenerate feedback ends "Completed with warnings"."""
     tag_this_run(*run_tags(config))
     with tags(*run_tags(config)), holding_run(config):
-        return _iterate(config)
+        summary = _iterate(config)
+    return finish(summary, summary["warnings"])
 
 
 def _iterate(config: RunConfig) -> dict:
@@ -227,7 +231,7 @@ def summary_markdown(config: RunConfig, rows: list[dict], shown: list[dict], met
 
 def write_summary(config: RunConfig, rows: list[dict]) -> dict:
     run_store = store_of(config.store)
-    warnings = [f"iteration {r['iteration']}: {w}" for r in rows for w in (r.get("pair_counts") or {}).get("warnings", [])]
+    warnings = [f"iteration {r['iteration']}: {w}" for r in rows for w in warnings_of(r.get("pair_counts"))]
     summary = {"run": config.store.run_name, "iterations": rows, "final_policy": rows[-1].get("policy"),
                "warnings": warnings}
     json_ref = run_store.write_json("summary.json", summary, schema="summary")
@@ -242,7 +246,7 @@ def write_summary(config: RunConfig, rows: list[dict]) -> dict:
              "final checkpoint": summary["final_policy"] or f"the starting policy ({config.models.policy.name_or_path})",
              "config": run_store.uri("config.json")}
     markdown = summary_markdown(config, rows, shown, metric_names, png, links)
-    if warnings:  # degenerate feedback is never a quiet Completed
+    if warnings:  # degenerate feedback is never a quiet Completed (nor is the flow's state: flows/outcome.py)
         markdown += "\n\n**WARNINGS**\n\n" + "\n".join(f"- {w}" for w in warnings)
         for line in warnings:
             print(f"WARNING: {line}")

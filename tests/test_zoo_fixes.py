@@ -78,6 +78,24 @@ def test_bos_is_added_once_on_every_path(zoo):
     assert qwen.encode([qwen.render("Hi", with_image=False)], None)["input_ids"][0][0] == 151644  # <|im_start|>
 
 
+@pytest.mark.parametrize("name", ["llava", "llava_next", "idefics3", "qwen2_vl"])
+def test_chat_with_a_plain_string_reaches_the_template(zoo, name, monkeypatch):
+    """The splitter/rewriter prompts are plain strings; LLaVA's and SmolVLM's templates read only
+    content parts and rendered such a message as "USER: ASSISTANT:" (the model saw no prompt)."""
+    from rlaifv_core.backends.templates import TemplateError
+
+    backend = _backend(zoo(name))
+    seen: list[str] = []
+    encode = backend.encode
+    monkeypatch.setattr(backend, "encode", lambda texts, images, padding_side="left":
+                        seen.extend(texts) or encode(texts, images, padding_side))
+    backend.chat([{"role": "user", "content": "Split THIS answer into facts."}], max_new_tokens=1)
+    assert "Split THIS answer into facts." in seen[0]
+    backend.processor.chat_template = "{% for m in messages %}{{ m['role'] }}: {% endfor %}assistant:"
+    with pytest.raises(TemplateError, match=f"{name}.*dropped message text"):  # never a silently empty prompt
+        backend.chat([{"role": "user", "content": "Split it."}], max_new_tokens=1)
+
+
 def test_template_not_prefix_consistent_is_a_clear_error(zoo):
     from rlaifv_core.backends.templates import TemplateError
 

@@ -34,7 +34,7 @@ from .base import Backend, ChatReply, GenerationSettings, VisualPrompt, YesNo
 from .lengths import check_room, context_length
 from .sampler import sample_tokens
 from .processors import load_processor
-from .templates import encode_texts, encode_with_answers, first_answer_token, render_turn, text_ids
+from .templates import encode_texts, encode_with_answers, first_answer_token, render_chat, render_turn, text_ids
 from .user_text import model_markers, neutralise
 from .yesno import MassAlarm, tally, template_answer_ids
 
@@ -381,7 +381,7 @@ class HFBackend(Backend):
              max_new_tokens: int = 512, seed: int = 0) -> ChatReply:
         messages = [{**m, "content": self.clean(m["content"])} if isinstance(m.get("content"), str) else m
                     for m in messages]
-        text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        text = render_chat(self.processor, messages, is_vlm=self.is_vlm, name=self.name)
         self.check_room([text], None, max_new_tokens)
         batch = self.encode([text], None, padding_side="left")
         settings = GenerationSettings(n=1, temperature=temperature, top_p=top_p, top_k=None,

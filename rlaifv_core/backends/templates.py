@@ -4,6 +4,7 @@
     text = render_turn(processor, "Describe the image.")                 # the user turn + generation prompt
     batch, answer_mask = encode_with_answers(processor, prompts, answers)  # for log-probs of given answers
     first_answer_token(processor, "Is it red?", " yes", name="my-model")  # (id, token text) after the prompt
+    render_chat(processor, [{"role": "user", "content": "Split: ..."}], is_vlm=True)  # a text chat, nothing dropped
 
 One user turn holds an optional image and a question; the processor's own chat template renders it
 and the processor (with images) or its tokenizer (text only) encodes it. Special tokens are handled
@@ -36,6 +37,31 @@ def render_turn(processor, question: str, answer: str | None = None, *, with_ima
         return processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     messages.append({"role": "assistant", "content": [{"type": "text", "text": answer}] if is_vlm else answer})
     return processor.apply_chat_template(messages, tokenize=False)
+
+
+def _as_parts(content):
+    return [{"type": "text", "text": content}] if isinstance(content, str) else content
+
+
+def _texts(content) -> list[str]:
+    if isinstance(content, str):
+        return [content]
+    return [part["text"] for part in content or [] if isinstance(part, dict) and part.get("type") == "text"]
+
+
+def render_chat(processor, messages: Sequence[dict], *, is_vlm: bool = True, name: str = "the model") -> str:
+    """A text chat (splitter, rewriter, judge roles) through the model's own template + generation prompt.
+    A VLM's template reads content as a list of parts (LLaVA's, SmolVLM's select `type == "text"` and
+    silently render a plain string as nothing): string contents become text parts there. Every text
+    must appear in the rendering, else TemplateError names the model (never a prompt silently emptied)."""
+    if is_vlm:
+        messages = [{**m, "content": _as_parts(m.get("content"))} for m in messages]
+    text = processor.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=False)
+    lost = [t for m in messages for t in _texts(m.get("content")) if t.strip() and t.strip() not in text]
+    if lost:
+        raise TemplateError(f"{name}: the chat template dropped message text {lost[0][:80]!r} "
+                            f"(roles {[m.get('role') for m in messages]}); it cannot serve a text role")
+    return text
 
 
 def add_special_tokens(tokenizer, texts: Sequence[str]) -> bool:
