@@ -1,12 +1,15 @@
 """The shapes-world loop under its variants: seeds, pair builders, oracle feedback, best-of-N SFT.
 
-    python bench/shapes_variants.py                       # all variants (≈ 3 min each on 2 cores)
+    python bench/shapes_variants.py --only headline       # 5 seeds of the default + best-of-N SFT + oracle
+    python bench/shapes_variants.py                       # every variant (≈ 4 min each on 2 cores)
     python bench/shapes_variants.py --only default-s0 oracle --out runs/bench/variants
 
 Each variant is a full `flows/iterate.py` run (4 iterations, the default shapes config plus the
-variant's overrides) in its own store folder. Prints the per-iteration table of each run, the
-final hallucination vs recall of every variant (the frontier), mean ± spread over the seeds of
-the default, and writes variants.json and frontier.png.
+variant's overrides) in its own store folder. Every number printed is measured on the report split
+(`shapes_report`: scenes that neither the prompts nor checkpoint selection ever see); selection's own
+scores stay in each run's summary.json. Prints the per-iteration table of each run, the final
+hallucination vs recall of every variant (the frontier), mean ± sd over the seeds of the default,
+and writes variants.json and frontier.png.
 """
 
 from __future__ import annotations
@@ -23,10 +26,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
+SEEDS = range(5)
 VARIANTS: dict[str, list[str]] = {
-    "default-s0": ["iteration.seed=0"],
-    "default-s1": ["iteration.seed=1"],
-    "default-s2": ["iteration.seed=2"],
+    **{f"default-s{seed}": [f"iteration.seed={seed}"] for seed in SEEDS},
     "omission-anchor": ["pairs.anchor=omission"],
     "swap-anchor-no-length-balance": ["pairs.anchor=swap", "pairs.length_balance=false"],
     "paper-rule": ["pairs.builder=paper"],
@@ -35,8 +37,10 @@ VARIANTS: dict[str, list[str]] = {
     "oracle": ["models.labeler.backend=oracle"],
     "best-of-n-sft": ["pairs.builder=best_of_n", "dpo.loss_type=[sft]", "pairs.length_balance=false"],
 }
-KEYS = ("shapes.chair_i", "shapes.chair_s", "shapes.recall", "shapes.mentions_per_answer",
-        "shapes.hallucinated_per_answer", "shapes.correct_per_answer")
+GROUPS = {"headline": [*(f"default-s{seed}" for seed in SEEDS), "best-of-n-sft", "oracle"]}
+METRICS = ("chair_i", "chair_s", "recall", "f1", "words_per_answer", "mentions_per_answer",
+           "hallucinated_per_answer", "correct_per_answer")
+KEYS = tuple(f"shapes.{m}" for m in METRICS)  # the report split's metrics, renamed to the shapes names
 
 
 def run_variant(name: str, overrides: list[str], out: Path) -> dict:
@@ -54,7 +58,9 @@ def run_variant(name: str, overrides: list[str], out: Path) -> dict:
     return {"name": name, "overrides": overrides, "seconds": round(time.time() - started, 1),
             "pair_audit": audit_variant_pairs(out / name),
             "iterations": [{"iteration": r["iteration"], "selected": r["selected"], "pairs": r["pairs"],
-                            **{k: r["metrics"].get(k) for k in KEYS}} for r in summary["iterations"]]}
+                            "dpo_reward_accuracy": (r.get("dpo") or {}).get("rewards/accuracies"),
+                            **{f"shapes.{m}": r["report"][f"shapes_report.{m}"] for m in METRICS}}
+                           for r in summary["iterations"]]}
 
 
 def audit_variant_pairs(folder: Path) -> dict:
@@ -79,10 +85,12 @@ def print_run(result: dict) -> None:
     print(f"pairs of all iterations: {audit['pairs']}; chosen has fewer true hallucinated objects in "
           f"{audit['chosen_fewer_hallucinations']:.1%}, more in {audit['chosen_more_hallucinations']:.1%} "
           f"(labeler claim precision {audit['labeler_claim_precision']:.3f})")
-    print("iter | selected | pairs | CHAIRi | CHAIRs | recall | mentions | halluc./ans | correct/ans")
+    print("iter | selected | pairs | DPO acc. | CHAIRi | CHAIRs | recall | F1 | words | halluc./ans | correct/ans")
     for r in result["iterations"]:
-        print(f"{r['iteration']:>4} | {r['selected']:>8} | {r['pairs']:>5} | {r['shapes.chair_i']:.3f} | "
-              f"{r['shapes.chair_s']:.3f} | {r['shapes.recall']:.3f} | {r['shapes.mentions_per_answer']:.2f} | "
+        accuracy = "" if r["dpo_reward_accuracy"] is None else f"{r['dpo_reward_accuracy']:.2f}"
+        print(f"{r['iteration']:>4} | {r['selected']:>8} | {r['pairs']:>5} | {accuracy:>8} | "
+              f"{r['shapes.chair_i']:.3f} | {r['shapes.chair_s']:.3f} | {r['shapes.recall']:.3f} | "
+              f"{r['shapes.f1']:.3f} | {r['shapes.words_per_answer']:.1f} | "
               f"{r['shapes.hallucinated_per_answer']:.3f} | {r['shapes.correct_per_answer']:.3f}")
 
 
@@ -103,7 +111,7 @@ def frontier_plot(results: list[dict], path: Path) -> None:
     ax.axvline(start["shapes.recall"] - 0.10, color="grey", ls="--", lw=0.8, label="recall bar (−10 points)")
     ax.axhline(start["shapes.chair_i"] * 0.5, color="grey", ls=":", lw=0.8, label="CHAIRi bar (−50 %)")
     ax.set(xlabel="object recall (higher is better)", ylabel="CHAIRi (lower is better)",
-           title="shapes world: 4 iterations per variant")
+           title="shapes world, report split: 4 iterations per variant")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
@@ -117,18 +125,18 @@ def main() -> None:
     parser.add_argument("--out", default="runs/bench/variants")
     args = parser.parse_args()
     out = Path(args.out).resolve()
-    names = args.only or list(VARIANTS)
+    names = [n for name in (args.only or list(VARIANTS)) for n in GROUPS.get(name, [name])]
     results = []
     for name in names:
         result = run_variant(name, VARIANTS[name], out)
         print_run(result)
         results.append(result)
     print("\n## final (selected policy after the last iteration) vs the bootstrapped policy")
-    print("variant | CHAIRi | ΔCHAIRi | CHAIRs | ΔCHAIRs | recall | Δrecall (points) | pairs: chosen fewer / more")
+    print("variant | CHAIRi | ΔCHAIRi | CHAIRs | ΔCHAIRs | F1 | recall | Δrecall (points) | pairs: chosen fewer / more")
     for result in results:
         first, last = result["iterations"][0], result["iterations"][-1]
         print(f"{result['name']} | {last['shapes.chair_i']:.3f} | {relative(first, last, 'shapes.chair_i'):+.0%} | "
-              f"{last['shapes.chair_s']:.3f} | {relative(first, last, 'shapes.chair_s'):+.0%} | "
+              f"{last['shapes.chair_s']:.3f} | {relative(first, last, 'shapes.chair_s'):+.0%} | {last['shapes.f1']:.3f} | "
               f"{last['shapes.recall']:.3f} | {100 * (last['shapes.recall'] - first['shapes.recall']):+.1f} | "
               f"{result['pair_audit']['chosen_fewer_hallucinations']:.1%} / "
               f"{result['pair_audit']['chosen_more_hallucinations']:.1%}")
@@ -139,6 +147,9 @@ def main() -> None:
             finals = [r["iterations"][-1][key] for r in seeds]
             print(f"{key}: {statistics.mean(finals):.3f} ± {statistics.stdev(finals):.3f} (start "
                   f"{statistics.mean(r['iterations'][0][key] for r in seeds):.3f})")
+        f1_rises = sum(all(b["shapes.f1"] > a["shapes.f1"] for a, b in zip(r["iterations"], r["iterations"][1:]))
+                       for r in seeds)
+        print(f"runs whose every iteration's selected policy is better in F1 than the previous: {f1_rises}/{len(seeds)}")
     machine = {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()}
     (out / "variants.json").write_text(json.dumps({"machine": machine, "results": results}, indent=2))
     frontier_plot(results, out / "frontier.png")

@@ -172,7 +172,9 @@ def iterations_table(rows: list[dict], metric_names: list[str]) -> list[dict]:
              **{k: round(v, 4) for k, v in r["metrics"].items() if k in metric_names},
              **{f"dpo.{k}": round(v, 4) for k, v in (r.get("dpo") or {}).items() if k in DPO_METRICS},
              **{f"skipped.{k.split('_', 1)[1]}": v for k, v in (r.get("pair_counts") or {}).items()
-                if k.startswith(("dropped_", "skipped_"))}}
+                if k.startswith(("dropped_", "skipped_"))},
+             **{f"audit.{k[len('audit_'):]}": v for k, v in (r.get("pair_counts") or {}).items()
+                if k.startswith("audit_")}}
             for r in rows]
 
 

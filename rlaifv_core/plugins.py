@@ -17,6 +17,8 @@ plug-in's names never imports it. What each registry holds:
 - `benchmarks`: an `eval.benchmarks` name → `run(backend, eval_config, settings) -> record`.
 - `pair_builders`: a `pairs.builder` name → `build(group, config, rng, counts) -> [(kind, chosen, rejected)]`.
 - `truth_metrics`: an `origin_dataset` whose prompts carry `truth` → `score(truths, answers) -> metrics`.
+- `pair_audits`: an `origin_dataset` whose images carry their truth → `audit(pairs frame) -> {name: share}`
+  (how often a pair's chosen side truly hallucinates less: shown per iteration in the run summary).
 """
 
 from __future__ import annotations
@@ -93,6 +95,7 @@ prompt_sources = Registry("prompt source")
 benchmarks = Registry("benchmark")
 pair_builders = Registry("pair builder")
 truth_metrics = Registry("truth metric")
+pair_audits = Registry("pair audit")
 
 _LOADED = False
 _LOCK = threading.RLock()

@@ -77,6 +77,8 @@ def test_two_iterations_write_summary_and_rerun_is_cached(prefect_server, tmp_pa
     assert all(list(row) == columns for row in table)
     assert any(c.startswith("dpo.") for c in columns) and any(c.startswith("skipped.") for c in columns)
     assert {"shapes.chair_i", "shapes_report.chair_i", "shapes_report.f1"} <= set(columns)
+    assert {"audit.chosen_fewer_hallucinations", "audit.labeler_claim_precision"} <= set(columns)  # shapes' pair audit
+    assert table[0]["audit.chosen_fewer_hallucinations"] == "" and 0 <= table[1]["audit.chosen_fewer_hallucinations"] <= 1
     assert table[0]["dpo.loss"] == "" and table[1]["dpo.loss"] != ""
     summary_md = artifacts["t-summary"].data
     assert "](data:image/png;base64," in summary_md and str(root / "summary.json") in summary_md

@@ -9,7 +9,8 @@ import pytest
 from rlaifv_core.backends.base import YesNo
 from rlaifv_core.config import PairsConfig
 from rlaifv_core.feedback.judge import score
-from rlaifv_core.feedback.pairs import PAIR_COLUMNS, build_pairs, candidate_pairs, length_balance
+from rlaifv_core import plugins
+from rlaifv_core.feedback.pairs import PAIR_COLUMNS, audit_pairs, build_pairs, candidate_pairs, length_balance
 from rlaifv_core.shapes.pair_builders import remove_claims, swap_claim
 
 
@@ -156,3 +157,17 @@ def test_parquet_schema_loads_with_datasets(tmp_path):
     row = loaded[0]
     assert row["image"]["bytes"] == b"png" and json.loads(row["origin_split"])["feedback"] == "b"
     assert row["chosen"] == "there is a red circle ." and row["idx"]
+
+
+def test_pairs_are_audited_by_the_plugin_that_knows_their_origin(monkeypatch):
+    seen = []
+
+    def audit(frame):
+        seen.append(len(frame))
+        return {"chosen_fewer_hallucinations": 2 / 3}
+
+    monkeypatch.setitem(plugins.pair_audits._items, "counted-world", audit)
+    frame = pd.DataFrame({"origin_dataset": ["counted-world"] * 3})
+    assert audit_pairs(frame) == {"audit_chosen_fewer_hallucinations": 0.6667} and seen == [3]
+    assert audit_pairs(pd.DataFrame({"origin_dataset": ["nobody-knows"]})) == {}  # no plug-in: no audit, no error
+    assert audit_pairs(pd.DataFrame({"origin_dataset": ["counted-world", "nobody-knows"]})) == {}  # mixed origins

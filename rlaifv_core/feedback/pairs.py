@@ -130,7 +130,17 @@ def build_pairs(scored: pd.DataFrame, prompts: pd.DataFrame, config, *, policy_i
     counts["pairs"] = len(frame)
     counts["warnings"] = feedback_warnings(counts)
     frame["idx"] = [f"{row.prompt_id}-{i}" for i, row in enumerate(frame.itertuples())]
+    counts.update(audit_pairs(frame))
     return frame, dict(counts)
+
+
+def audit_pairs(frame: pd.DataFrame) -> dict[str, float]:
+    """`audit_<name>` shares from the plug-in that knows the truth of the pairs' images (`pair_audits`,
+    by `origin_dataset`); nothing where no plug-in does or the pairs come from several origins."""
+    origins = set(frame["origin_dataset"])
+    if len(origins) != 1 or (origin := origins.pop()) not in plugins.pair_audits:
+        return {}
+    return {f"audit_{name}": round(value, 4) for name, value in plugins.pair_audits.get(origin)(frame).items()}
 
 
 def feedback_warnings(counts) -> list[str]:

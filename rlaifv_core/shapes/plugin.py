@@ -57,6 +57,14 @@ def _chair_against_truth(truths, answers):
     return chair_against_truth(truths, answers)
 
 
+def _audit_pairs(frame):
+    from .pair_audit import audit_pairs
+
+    report = audit_pairs(frame)
+    return {k: report[k] for k in ("chosen_fewer_hallucinations", "chosen_more_hallucinations",
+                                   "labeler_claim_precision")}
+
+
 def register() -> None:
     plugins.model_schemes.register("shapes", _model_folder)
     plugins.backends.register("oracle", _oracle)
@@ -65,3 +73,4 @@ def register() -> None:
     plugins.benchmarks.register("shapes_report", _report_benchmark)
     plugins.pair_builders.register("minimal_edit_anchor", _minimal_edit_anchor)
     plugins.truth_metrics.register("shapes", _chair_against_truth)
+    plugins.pair_audits.register("shapes", _audit_pairs)
