@@ -72,7 +72,8 @@ class ModelSpec(_Section):
     )
     timeout_s: float = Field(60.0, gt=0, description="Per-request timeout (openai backend).")
     max_retries: int = Field(4, ge=0, description="Retries on timeouts, 429 and 5xx (openai backend).")
-    max_concurrency: int = Field(8, ge=1, description="Concurrent requests (openai backend).")
+    max_concurrency: int = Field(64, ge=1, le=4096, description="Requests in flight (openai backend); the "
+                                 "labeler keeps this many questions in flight across images (docs/method.md §5).")
     batch_size: int = Field(16, ge=1, description="Prompts per forward pass (hf backend); halved on OOM.")
 
 

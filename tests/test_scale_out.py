@@ -150,7 +150,7 @@ def assert_identical(expected: Path, got: Path) -> None:
     for name in TABLES:
         assert (got / f"{name}.parquet").read_bytes() == (expected / f"{name}.parquet").read_bytes(), name
     shards = sorted(p.name for p in (expected / "shards").iterdir())
-    assert len(shards) == 8 and shards == sorted(p.name for p in (got / "shards").iterdir())
+    assert len(shards) == 12 and shards == sorted(p.name for p in (got / "shards").iterdir())  # candidates, claims, verdicts × 4
     for shard in shards:
         assert (got / "shards" / shard).read_bytes() == (expected / "shards" / shard).read_bytes(), shard
     pairs = pd.read_parquet(expected / "pairs.parquet")
