@@ -1,0 +1,127 @@
+"""pairs.builder resample: the first rejected claim located, the prefix continued by a scripted policy,
+the continuations judged by a scripted labeler, corrected pairs built, failures counted."""
+
+import pandas as pd
+
+from rlaifv_core.backends.base import Backend, YesNo
+from rlaifv_core.config import ClaimsConfig, JudgeConfig, PairsConfig, SamplingConfig
+from rlaifv_core.feedback.claims import split_claims_rules
+from rlaifv_core.feedback.judge import score
+from rlaifv_core.feedback.pairs import build_pairs
+from rlaifv_core.feedback.resample import join_continuation, locate_prefix, resample_corrections
+
+
+class ScriptedPolicy(Backend):
+    """Continues a prefix with scripted sentences; logs every (question, prefix) it was asked."""
+
+    fingerprint, identity = "scripted-policy", {"model": "scripted-policy"}
+
+    def __init__(self, continuations, logprobs=None):
+        self.continuations, self.logprobs, self.asked = continuations, logprobs or {}, []
+
+    def generate(self, prompts, settings, seeds=None):
+        self.asked.extend((p.question, p.prefix) for p in prompts)
+        return [list(self.continuations[p.prefix])[:settings.n] for p in prompts]
+
+    def answer_logprobs(self, prompts, answers):
+        return [[self.logprobs.get(a, -10.0)] for a in answers]
+
+    def yes_no(self, image, questions):  # pragma: no cover - not a labeler
+        raise AssertionError
+
+
+class WordLabeler(Backend):
+    """Says no to any question naming a word that is not in the (imagined) image."""
+
+    fingerprint, identity = "word-labeler", {"model": "word-labeler"}
+
+    def __init__(self, absent):
+        self.absent = absent
+
+    def generate(self, prompts, settings, seeds=None):  # pragma: no cover
+        raise AssertionError
+
+    def yes_no(self, image, questions):
+        return [YesNo(0.1, 0.9) if any(w in q.lower() for w in self.absent) else YesNo(0.9, 0.1) for q in questions]
+
+
+ANSWERS = {  # free-form, multi-sentence; the cat and the lamp are hallucinated
+    "p1": "The image shows a brown dog lying on a rug. There is a cat on the sofa. The walls are white.",
+    "p2": "A brown dog is lying on the rug. A lamp stands in the corner.",
+    "p3": "A brown dog is lying on the rug. The walls are white.",  # nothing rejected: no resampling
+}
+
+
+def _scored(labeler):
+    rows = []
+    for i, (prompt_id, answer) in enumerate(ANSWERS.items()):
+        claims = split_claims_rules(answer)
+        accepted = [p.accepted() for p in labeler.yes_no(None, claims)]
+        rows.append({"prompt_id": prompt_id, "sample_idx": 0, "answer": answer, "claims": claims,
+                     "questions": claims, "accepted": accepted, "p_yes": [0.9 if a else 0.1 for a in accepted],
+                     "p_no": [0.1 if a else 0.9 for a in accepted], "n_claims": len(claims), "score": score(accepted),
+                     "split_failed": False, "skipped": None})
+    return pd.DataFrame(rows)
+
+
+def _prompts():
+    return pd.DataFrame([{"prompt_id": p, "question": "Describe the image.", "image": None, "image_path": "",
+                          "task": "detailed description"} for p in ANSWERS])
+
+
+def test_locate_prefix_cuts_at_the_clause_of_the_claim():
+    answer = ANSWERS["p1"]
+    assert locate_prefix(answer, "There is a cat on the sofa") == "The image shows a brown dog lying on a rug."
+    # an LLM splitter's rewording is located by its content words
+    assert locate_prefix(answer, "A cat is sitting on the sofa.") == "The image shows a brown dog lying on a rug."
+    assert locate_prefix(ANSWERS["p2"], "There is a lamp in the corner") == "A brown dog is lying on the rug."
+    # the shapes world's list grammar: cut after the list item before the rejected one
+    assert locate_prefix("there is a red circle , a blue square and a green triangle .",
+                         "there is a blue square") == "there is a red circle ,"
+    assert locate_prefix("there is a red circle , a blue square and a green triangle .",
+                         "there is a green triangle") == "there is a red circle , a blue square and"
+    assert locate_prefix("A dog.", "There is a zebra") is None
+    assert join_continuation("there is a red circle ,", "a blue circle .") == "there is a red circle , a blue circle ."
+
+
+def test_resample_pairs_keep_the_prefix_and_replace_the_rejected_continuation():
+    labeler = WordLabeler(absent={"cat", "lamp", "sofa", "chair"})
+    p1 = "The image shows a brown dog lying on a rug."
+    p2 = "A brown dog is lying on the rug."
+    policy = ScriptedPolicy({
+        # p1: one continuation still hallucinates; two are clean, the longer (more accepted claims) wins
+        p1: ["There is a cat on a chair.", "The walls are white.", "The walls are white and the rug is red."],
+        # p2: every continuation hallucinates: no correction found, counted
+        p2: ["A cat sits on a chair.", "There is a lamp.", "A lamp is on."],
+    }, logprobs={})
+    scored = _scored(labeler)
+    corrections, counts = resample_corrections(scored, _prompts(), policy, "rules", "rules", labeler, ClaimsConfig(),
+                                               JudgeConfig(), SamplingConfig(), k=3, seed=0)
+    assert sorted(policy.asked) == sorted([("Describe the image.", p1), ("Describe the image.", p2)])
+    assert counts == {"answers_with_rejected_claim": 2, "not_located": 0, "continuations": 6, "corrected": 1,
+                      "not_corrected": 1}
+    fixed = corrections.set_index("prompt_id")
+    assert fixed.at["p1", "correction"] == p1 + " The walls are white and the rug is red."
+    assert fixed.at["p1", "rejected_claim"] == "There is a cat on the sofa"
+    assert all(fixed.at["p1", "correction_accepted"]) and len(fixed.at["p1", "correction_claims"]) == 3
+    assert pd.isna(fixed.at["p2", "correction"]) and fixed.at["p2", "tried"] == 3
+
+    merged = scored.merge(corrections, on=["prompt_id", "sample_idx"], how="left")
+    pairs, pair_counts = build_pairs(merged, _prompts(), PairsConfig(builder="resample", length_balance=False),
+                                     policy_id="scripted-policy", labeler_id="word-labeler")
+    assert len(pairs) == 1 and pair_counts["resample_prompts_without_correction"] == 2  # p2 (none found), p3 (none needed)
+    pair = pairs.iloc[0]
+    assert pair.pair_kind == "resample" and pair.rejected == ANSWERS["p1"]
+    assert pair.chosen.startswith(pair.chosen_prefix) and pair.chosen_prefix == p1
+    assert "cat" not in pair.chosen and pair.chosen_score == 0 and pair.rejected_score == -1
+
+
+def test_ties_go_to_the_policy_likelihood():
+    labeler = WordLabeler(absent={"cat", "lamp", "sofa"})
+    p1 = "The image shows a brown dog lying on a rug."
+    policy = ScriptedPolicy({p1: ["The walls are white.", "The rug is red."],
+                             "A brown dog is lying on the rug.": ["The walls are white."]},
+                            logprobs={p1 + " The rug is red.": -1.0})
+    corrections, _ = resample_corrections(_scored(labeler), _prompts(), policy, "rules", "rules", labeler,
+                                          ClaimsConfig(), JudgeConfig(), SamplingConfig(), k=2)
+    assert corrections.set_index("prompt_id").at["p1", "correction"] == p1 + " The rug is red."
