@@ -1,7 +1,10 @@
 """pairs.builder resample: the first rejected claim located, the prefix continued by a scripted policy,
 the continuations judged by a scripted labeler, corrected pairs built, failures counted."""
 
+import json
+
 import pandas as pd
+import pytest
 
 from rlaifv_core.backends.base import Backend, YesNo
 from rlaifv_core.config import ClaimsConfig, JudgeConfig, PairsConfig, SamplingConfig
@@ -125,3 +128,36 @@ def test_ties_go_to_the_policy_likelihood():
     corrections, _ = resample_corrections(_scored(labeler), _prompts(), policy, "rules", "rules", labeler,
                                           ClaimsConfig(), JudgeConfig(), SamplingConfig(), k=2)
     assert corrections.set_index("prompt_id").at["p1", "correction"] == p1 + " The rug is red."
+
+
+@pytest.mark.slow
+def test_generate_flow_with_resample_on_the_shapes_world(prefect_server, tmp_path):
+    """The bootstrapped shapes policy continues the prefixes; the pairs are audited against the pixels."""
+    from rlaifv_core.shapes.bootstrap import bootstrap_dir
+
+    if not (bootstrap_dir() / "policy").is_dir():
+        pytest.skip("the shapes bootstrap is not built (python -m rlaifv_core.shapes.bootstrap)")
+    from flows.generate import generate
+    from rlaifv_core.config import load_config
+    from rlaifv_core.shapes.pair_audit import audit_pairs
+
+    config = load_config("configs/shapes.yaml", [f"store.url={tmp_path / 'runs'}", "store.run_name=t",
+                                                 "prompts.per_iteration=8", "sampling.n=4", "pairs.builder=resample",
+                                                 "pairs.resample_k=4", "pairs.length_balance=false",
+                                                 "iteration.retry_delay_s=0"])
+    result = generate(config, iteration=1)
+    counts = result.counts["resample"]
+    corrections = pd.read_parquet(result.pairs.uri.replace("pairs.parquet", "resample.parquet"))
+    assert len(corrections) == counts["answers_with_rejected_claim"] - counts["not_located"] > 0
+    assert counts["corrected"] + counts["not_corrected"] == len(corrections)
+    assert counts["continuations"] == 4 * len(corrections)
+    pairs = pd.read_parquet(result.pairs.uri)
+    assert len(pairs) >= 1 and set(pairs["pair_kind"]) == {"resample"}
+    without = result.counts["pairs"]["resample_prompts_without_correction"]
+    assert without == 8 - pairs["prompt_id"].nunique()
+    for row in pairs.itertuples():
+        assert row.chosen.startswith(row.chosen_prefix) and row.chosen != row.rejected
+        assert row.rejected.startswith(row.chosen_prefix)  # the prefix is the original answer's start
+        assert all(v["accepted"] for v in json.loads(row.chosen_verdicts))
+    audit = audit_pairs(pairs)
+    assert audit["pairs"] == len(pairs) and audit["chosen_more_hallucinations"] <= audit["chosen_fewer_hallucinations"]
