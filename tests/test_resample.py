@@ -130,6 +130,35 @@ def test_ties_go_to_the_policy_likelihood():
     assert corrections.set_index("prompt_id").at["p1", "correction"] == p1 + " The rug is red."
 
 
+def test_resample_with_an_llm_splitter_that_rewords_the_claims():
+    """The LLM splitter's claims are not substrings of the answer; the prefix is still found by their words."""
+    from tests.fakes import ScriptedBackend
+
+    reworded = {"There is a cat on the sofa.": "A cat is sitting on the sofa.", "The walls are white.": "The walls are white.",
+                "The image shows a brown dog lying on a rug.": "A brown dog is lying on a rug.",
+                "A lamp stands in the corner.": "A lamp is in the corner.", "The rug is red.": "The rug is red.",
+                "A brown dog is lying on the rug.": "A brown dog is lying on the rug."}
+
+    def facts(content):
+        answer = content.split("Answer: ", 1)[1].split("\n\nFacts:")[0]
+        sentences = [s.strip() + "." for s in answer.split(".") if s.strip()]
+        return "\n".join("- " + reworded[s] for s in sentences)
+
+    splitter, labeler = ScriptedBackend(facts), WordLabeler(absent={"cat", "lamp", "sofa"})
+    p1 = "The image shows a brown dog lying on a rug."
+    policy = ScriptedPolicy({p1: ["There is a cat on the sofa.", "The rug is red."],
+                             "A brown dog is lying on the rug.": ["A lamp stands in the corner."]})
+    scored = _scored(labeler)
+    scored["claims"] = [[reworded[s.strip() + "."] for s in a.split(".") if s.strip()] for a in scored["answer"]]
+    scored["accepted"] = [[p.accepted() for p in labeler.yes_no(None, c)] for c in scored["claims"]]
+    corrections, counts = resample_corrections(scored, _prompts(), policy, splitter, "rules", labeler, ClaimsConfig(),
+                                               JudgeConfig(), SamplingConfig(), k=2)
+    fixed = corrections.set_index("prompt_id")
+    assert fixed.at["p1", "prefix"] == p1 and fixed.at["p1", "correction"] == p1 + " The rug is red."
+    assert fixed.at["p1", "correction_claims"] == ["A brown dog is lying on a rug.", "The rug is red."]
+    assert counts["corrected"] == 1 and counts["not_corrected"] == 1 and len(splitter.calls) == 3
+
+
 @pytest.mark.slow
 def test_generate_flow_with_resample_on_the_shapes_world(prefect_server, tmp_path):
     """The bootstrapped shapes policy continues the prefixes; the pairs are audited against the pixels."""
