@@ -190,3 +190,18 @@ def test_generate_flow_with_resample_on_the_shapes_world(prefect_server, tmp_pat
         assert all(v["accepted"] for v in json.loads(row.chosen_verdicts))
     audit = audit_pairs(pairs)
     assert audit["pairs"] == len(pairs) and audit["chosen_more_hallucinations"] <= audit["chosen_fewer_hallucinations"]
+
+
+def test_the_hf_backend_continues_the_prefix_as_the_start_of_the_assistant_turn(tiny_backend, monkeypatch):
+    from rlaifv_core.backends.base import GenerationSettings, VisualPrompt
+
+    seen = []
+    encode = tiny_backend.encode
+    monkeypatch.setattr(tiny_backend, "encode", lambda texts, *a, **k: seen.extend(texts) or encode(texts, *a, **k))
+    settings = GenerationSettings(n=2, max_new_tokens=4, seed=3)
+    plain = tiny_backend.generate([VisualPrompt(None, "Describe the image.")], settings, seeds=[5])
+    seen.clear()
+    continued = tiny_backend.generate([VisualPrompt(None, "Describe the image.", "There is a dog ,")], settings, seeds=[5])
+    rendered = tiny_backend.render("Describe the image.", with_image=False)
+    assert seen and all(t == rendered + "There is a dog ," for t in seen)  # the rendered prompt + the prefix
+    assert len(continued[0]) == 2 and len(plain[0]) == 2  # (a random tiny model's continuation is noise)
