@@ -160,7 +160,7 @@ def test_resample_with_an_llm_splitter_that_rewords_the_claims():
 
 
 @pytest.mark.slow
-def test_generate_flow_with_resample_on_the_shapes_world(prefect_server, tmp_path):
+def test_generate_flow_with_resample_on_the_shapes_world(prefect_server, tmp_path, monkeypatch):
     """The bootstrapped shapes policy continues the prefixes; the pairs are audited against the pixels."""
     from rlaifv_core.shapes.bootstrap import bootstrap_dir
 
@@ -190,6 +190,14 @@ def test_generate_flow_with_resample_on_the_shapes_world(prefect_server, tmp_pat
         assert all(v["accepted"] for v in json.loads(row.chosen_verdicts))
     audit = audit_pairs(pairs)
     assert audit["pairs"] == len(pairs) and audit["chosen_more_hallucinations"] <= audit["chosen_fewer_hallucinations"]
+
+    import rlaifv_core.feedback.resample
+
+    def boom(*args, **kwargs):
+        raise AssertionError("the resample stage ran although its inputs were unchanged")
+
+    monkeypatch.setattr(rlaifv_core.feedback.resample, "resample_corrections", boom)
+    assert generate(config, iteration=1) == result  # cached like the other stages
 
 
 def test_the_hf_backend_continues_the_prefix_as_the_start_of_the_assistant_turn(tiny_backend, monkeypatch):
