@@ -102,7 +102,7 @@ def test_resample_pairs_keep_the_prefix_and_replace_the_rejected_continuation():
                                                JudgeConfig(), SamplingConfig(), k=3, seed=0)
     assert sorted(policy.asked) == sorted([("Describe the image.", p1), ("Describe the image.", p2)])
     assert counts == {"answers_with_rejected_claim": 2, "not_located": 0, "continuations": 6, "corrected": 1,
-                      "not_corrected": 1}
+                      "not_corrected": 1, "skipped_prompt_too_long": 0}
     fixed = corrections.set_index("prompt_id")
     assert fixed.at["p1", "correction"] == p1 + " The walls are white and the rug is red."
     assert fixed.at["p1", "rejected_claim"] == "There is a cat on the sofa"

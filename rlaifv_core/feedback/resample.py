@@ -17,7 +17,8 @@ accepted claims, and on ties the higher policy log-likelihood (`answer_logprobs`
 where the policy cannot score). `pairs.py`'s `resample` builder pairs it ≻ the original answer.
 
 Counts: `answers_with_rejected_claim`, `not_located` (no content word of the claim found),
-`continuations`, `corrected`, `not_corrected` (no continuation free of rejected claims).
+`skipped_prompt_too_long` (prompt + prefix + answer budget over the policy's context: no
+continuations), `continuations`, `corrected`, `not_corrected` (no continuation free of rejected claims).
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from collections import Counter
 import pandas as pd
 
 from ..backends.base import GenerationSettings, VisualPrompt
+from ..backends.lengths import generate_fitting
+from ..backends.oom import run_with_oom_backoff
 from ..images import decode_image
 from ..seeds import mix_seed
 from .claims import split_claims
@@ -106,7 +109,9 @@ def resample_corrections(scored: pd.DataFrame, prompts: pd.DataFrame, policy, sp
                                   max_new_tokens=sampling.max_new_tokens, seed=seed)
     visual = [VisualPrompt(decode_image(records[p]).image, records[p]["question"], prefix) for p, _, prefix, _ in jobs]
     seeds = [mix_seed(seed, "resample", p, i, bits=31) for p, i, _, _ in jobs]
-    samples = policy.generate(visual, settings, seeds)
+    samples, too_long = run_with_oom_backoff(policy, lambda: generate_fitting(policy, visual, settings, seeds))
+    counts["skipped_prompt_too_long"] = len(too_long)  # prefix + answer budget over the policy's context
+    samples = [s if s is not None else [] for s in samples]
     texts = [[join_continuation(prefix, c) for c in cont] for (_, _, prefix, _), cont in zip(jobs, samples)]
     flat = [(j, m, text) for j, row in enumerate(texts) for m, text in enumerate(row)]
     counts["continuations"] = len(flat)
