@@ -32,6 +32,7 @@ from tasks.common import (artifact_key, checkpoint_fingerprint, counts_table, re
 from tasks.judge import judge_shard  # noqa: E402
 from tasks.pairs import assemble_pairs  # noqa: E402
 from tasks.prompts import make_prompts  # noqa: E402
+from tasks.resample import resample_corrections  # noqa: E402
 from tasks.sample import sample_shard  # noqa: E402
 from tasks.tables import merge_tables  # noqa: E402
 
@@ -107,10 +108,19 @@ def _generate(config: RunConfig, iteration: int, policy_checkpoint: ArtifactRef 
         verdicts_ref = named(merge_tables.with_options(**storage), f"merge-verdicts-{it}")(
             judged, "verdicts", config.store, f"{folder}/verdicts.parquet")
 
+    corrections_ref, extra = None, {}
+    if config.pairs.builder == "resample":  # on-policy corrections from the first rejected claim
+        models = config.models
+        corrections_ref, extra["resample"] = gpu_guarded(named(resample_corrections.with_options(**storage, **retry),
+                                                               f"resample-{it}"), scale)(
+            prompts_ref, candidates_ref, claims_ref, verdicts_ref, models, policy_checkpoint,
+            (policy_fp, model_fingerprint(models.splitter), model_fingerprint(models.rewriter), labeler_fp),
+            config.claims, config.judge, config.sampling, config.pairs, config.iteration.seed * 1000 + iteration,
+            config.store, f"{folder}/resample.parquet")
     pairs_ref, pair_counts = named(assemble_pairs.with_options(**storage), f"pairs-{it}")(
         prompts_ref, candidates_ref, claims_ref, verdicts_ref, config.pairs, policy_fp, labeler_fp, config.store,
-        f"{folder}/pairs.parquet")
-    counts = {"prompts": prompt_counts, "sample": sample_counts, "claims": claim_counts, "pairs": pair_counts}
+        f"{folder}/pairs.parquet", corrections_ref)
+    counts = {"prompts": prompt_counts, "sample": sample_counts, "claims": claim_counts, **extra, "pairs": pair_counts}
     print(f"pairs: {pairs_ref.rows} → {pairs_ref.uri}")
     return GenerateResult(prompts=prompts_ref, candidates=candidates_ref, claims=claims_ref, verdicts=verdicts_ref,
                           pairs=pairs_ref, counts=counts)

@@ -167,18 +167,18 @@ class JudgeConfig(_Section):
 class PairsConfig(_Section):
     model_config = _section("Preference pairs")
 
-    builder: Literal["paper", "minimal_edit_anchor", "best_of_n"] = Field(
+    builder: Literal["paper", "minimal_edit_anchor", "best_of_n", "resample"] = Field(
         "paper",
         description="paper: all pairs with score gap >= min_gap, higher score chosen; "
         "minimal_edit_anchor: chosen = the answer minus its rejected claims, plus an anchor per "
         "prompt (see anchor); best_of_n: top- vs lowest-scored answer (for the "
-        "best-of-N SFT control with dpo.loss_type=[sft]).",
+        "best-of-N SFT control with dpo.loss_type=[sft]); resample: the answer up to its first rejected "
+        "claim + the best of resample_k policy continuations ≻ the answer.",
     )
+    resample_k: int = Field(4, ge=1, le=64, description="Continuations per answer prefix (builder resample).")
     min_gap: int = Field(1, ge=0, description="Minimum score difference between chosen and rejected.")
     per_prompt: int = Field(2, ge=1, description="Pairs kept per (image, question), sampled with the seed.")
-    length_balance: bool = Field(
-        True, description="The original's length-balance filter (docs/method.md §6)."
-    )
+    length_balance: bool = Field(True, description="The original's length-balance filter (docs/method.md §6).")
     anchors_per_prompt: int = Field(1, ge=0, description="Anchor pairs per prompt (minimal_edit_anchor).")
     anchor: Literal["omission_swap", "swap", "omission"] = Field(
         "omission_swap",

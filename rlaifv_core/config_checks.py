@@ -166,8 +166,10 @@ def _prompt_problems(config, check_machine: bool) -> list[tuple[str, str]]:
 
 def config_problems(config, check_machine: bool = True) -> list[tuple[str, str]]:
     """Every (field, problem) of a RunConfig; `check_machine=False` skips files, folders and the hub cache."""
+    resample = [("pairs.builder", "resample continues answer prefixes: it needs an hf policy (models.policy.backend)")
+                ] if config.pairs.builder == "resample" and config.models.policy.backend != "hf" else []
     return (_dpo_problems(config.dpo, check_machine) + _model_problems(config.models, check_machine)
-            + _eval_problems(config, check_machine) + _prompt_problems(config, check_machine))
+            + _eval_problems(config, check_machine) + _prompt_problems(config, check_machine) + resample)
 
 
 def check_config(config, check_machine: bool = True, where: str = "config") -> None:

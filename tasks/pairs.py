@@ -14,7 +14,7 @@ from .common import artifact_key, counts_table, stage_cache, stage_hook, store_o
 @task(name="pairs", cache_policy=stage_cache("rlaifv_core.feedback.pairs", plugins=True), persist_result=True)
 def assemble_pairs(prompts_ref: ArtifactRef, candidates_ref: ArtifactRef, claims_ref: ArtifactRef,
                    verdicts_ref: ArtifactRef, pairs: PairsConfig, policy_id: str, labeler_id: str, store: StoreConfig,
-                   out_path: str) -> tuple[ArtifactRef, dict]:
+                   out_path: str, corrections_ref: ArtifactRef | None = None) -> tuple[ArtifactRef, dict]:
     stage_hook("pairs", out_path)
     import rlaifv_core.feedback.pairs as core
 
@@ -23,6 +23,8 @@ def assemble_pairs(prompts_ref: ArtifactRef, candidates_ref: ArtifactRef, claims
     scored = (run_store.read_table(candidates_ref)
               .merge(run_store.read_table(claims_ref), on=keys, validate="one_to_one")
               .merge(run_store.read_table(verdicts_ref), on=keys, validate="one_to_one"))
+    if corrections_ref is not None:  # builder resample: each answer's correction, where one was found
+        scored = scored.merge(run_store.read_table(corrections_ref), on=keys, how="left", validate="one_to_one")
     frame, counts = core.build_pairs(scored, run_store.read_table(prompts_ref), pairs,
                                      policy_id=policy_id, labeler_id=labeler_id)
     ref = run_store.write_table(out_path, frame, schema="pairs")

@@ -44,6 +44,9 @@ MISTAKES = [
     ("prompt file that does not exist", ["prompts.source=/no/such/prompts.jsonl"], "prompts.source"),
     ("unknown prompt source", ["prompts.source=shapez"], "prompts.source"),
     ("unknown pair builder", ["pairs.builder=minimal_edit"], "pairs.builder"),
+    ("resample builder with a chat-API policy", ["pairs.builder=resample", "models.policy.backend=openai",
+                                                 "models.policy.base_url=http://localhost:1/v1"], "pairs.builder"),
+    ("resample with k out of range", ["pairs.builder=resample", "pairs.resample_k=0"], "pairs.resample_k"),
 ]
 
 

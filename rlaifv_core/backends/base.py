@@ -27,10 +27,12 @@ class EndpointError(RuntimeError):
 
 @dataclass(frozen=True)
 class VisualPrompt:
-    """One user turn: an optional image and a question."""
+    """One user turn: an optional image and a question; `prefix` (HF backend) is the start of the
+    assistant's answer, which generation continues (pairs.builder resample)."""
 
     image: Image.Image | None
     question: str
+    prefix: str = ""
 
 
 @dataclass(frozen=True)

@@ -186,7 +186,7 @@ class HFBackend(Backend):
         """settings.n answers per prompt. seeds[i] is prompt i's seed (default: settings.seed + i)."""
         if seeds is None:
             seeds = [settings.seed + i for i in range(len(prompts))]
-        self.check_room([self.render(p.question, with_image=p.image is not None) for p in prompts],
+        self.check_room([self.render(p.question, with_image=p.image is not None) + self.clean(p.prefix) for p in prompts],
                         [p.image for p in prompts], settings.max_new_tokens)
         if settings.num_beams > 1:
             return self._generate_beams(prompts, settings)
@@ -198,7 +198,8 @@ class HFBackend(Backend):
         return out
 
     def _sample_chunk(self, prompts, seeds, settings: GenerationSettings) -> list[list[str]]:
-        texts = [self.render(p.question, with_image=p.image is not None) for p in prompts]
+        # a prefix is the start of the assistant turn: the model continues it
+        texts = [self.render(p.question, with_image=p.image is not None) + self.clean(p.prefix) for p in prompts]
         batch = self.encode(texts, [p.image for p in prompts], padding_side="left")
         n = settings.n
         row_seeds = torch.tensor([mix_seed(seed, j) for seed in seeds for j in range(n)], dtype=torch.long)

@@ -281,6 +281,8 @@ class OpenAIBackend(Backend):
             seeds = [settings.seed + i for i in range(len(prompts))]
         if len(seeds) != len(prompts):
             raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds")
+        if any(p.prefix for p in prompts):
+            raise NotImplementedError("the chat API cannot continue an answer prefix (pairs.builder=resample needs an hf policy)")
         if settings.num_beams > 1:
             self._warn_once("beams", f"num_beams={settings.num_beams} unsupported by the chat API; greedy decoding used")
         temperature = 0.0 if settings.greedy or settings.num_beams > 1 else settings.temperature

@@ -12,6 +12,9 @@ question, ...). Builders (`pairs.builder`), each given one prompt's usable answe
   (image, question), drawn with a seed; then the length-balance filter.
 - `best_of_n`: the top-scored answer ≻ the lowest-scored one, one pair per prompt (a control: train
   it with `dpo.loss_type=[sft]` for best-of-N SFT).
+- `resample`: on-policy corrections (`feedback/resample.py`, the generate flow's `resample` stage):
+  the answer's prefix up to its first rejected claim + the policy's best continuation ≻ the answer;
+  `chosen_prefix` records the prefix, `resample_prompts_without_correction` counts prompts with none.
 - any builder a plug-in registers in `plugins.pair_builders`, called as
   `build(group, config, rng, counts) -> [(kind, chosen_side, rejected_side)]` with sides from
   `pair_side`. The shapes world registers `minimal_edit_anchor`, which edits its list grammar
@@ -191,7 +194,28 @@ def _best_of_n_pair(group: pd.DataFrame, config, rng: random.Random, counts: Cou
     return [("best_of_n", pair_side(group.loc[best]), pair_side(group.loc[worst]))]
 
 
-_BUILT_IN = {"paper": _paper_pairs, "best_of_n": _best_of_n_pair}
+def _resample_pairs(group: pd.DataFrame, config, rng: random.Random, counts: Counter):
+    """On-policy corrections (feedback/resample.py): prefix + the best continuation ≻ the original
+    answer, per answer a correction was found for (at most per_prompt, drawn with the seed)."""
+    fixed = list(group.index[group["correction"].notna()]) if "correction" in group else []
+    if not fixed:
+        counts["resample_prompts_without_correction"] += 1
+        return []
+    counts["dropped_per_prompt_cap"] += max(0, len(fixed) - config.per_prompt)
+    if len(fixed) > config.per_prompt:
+        fixed = sorted(rng.sample(fixed, config.per_prompt))
+    made = []
+    for i in fixed:
+        row = group.loc[i]
+        verdicts = [{"accepted": bool(a), "p_yes": float(p)} for a, p in zip(row["correction_accepted"],
+                                                                            row["correction_p_yes"])]
+        chosen = {"text": row["correction"], "claims": list(row["correction_claims"]), "verdicts": verdicts,
+                  "questions": list(row["correction_questions"]), "score": 0, "prefix": row["prefix"]}
+        made.append(("resample", chosen, pair_side(row)))
+    return made
+
+
+_BUILT_IN = {"paper": _paper_pairs, "best_of_n": _best_of_n_pair, "resample": _resample_pairs}
 
 PROVENANCE_COLUMNS = ["prompt_id", "pair_kind", "chosen_claims", "rejected_claims", "chosen_questions",
                       "rejected_questions", "chosen_verdicts", "rejected_verdicts", "chosen_score", "rejected_score",
@@ -236,4 +260,5 @@ def _pair_row(prompt: pd.Series, kind: str, chosen: dict, rejected: dict, policy
         "rejected_score": rejected["score"],
         "policy_id": policy_id,
         "labeler_id": labeler_id,
+        **({"chosen_prefix": chosen["prefix"]} if "prefix" in chosen else {}),  # resample: the kept prefix
     }

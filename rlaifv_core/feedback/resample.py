@@ -1,0 +1,154 @@
+"""On-policy corrections by resampling from the first rejected claim (`pairs.builder: resample`).
+
+    from rlaifv_core.feedback.resample import locate_prefix, resample_corrections
+    locate_prefix("The image shows a dog. There is a cat on the sofa.", "There is a cat on the sofa")
+    # 'The image shows a dog.'
+    corrections, counts = resample_corrections(scored, prompts, policy, splitter, rewriter, labeler,
+                                               claims_config, judge_config, sampling_config, k=4)
+
+For each answer whose verdicts reject a claim, the first rejected claim is located in the answer
+by its words (no splitter returns spans, and an LLM splitter rewrites its claims): the earliest
+window of the answer holding the claim's content words, moved back to the start of its clause or
+list item (after ". ; : ," or "and"). The answer up to there is the prefix; the current policy
+continues it `k` times; each prefix + continuation is split, rewritten and judged whole by the same
+splitter, rewriter and labeler as the candidates (so a prefix that still holds a rejected claim
+cannot be chosen). The best correction has no rejected claim and at least one claim, the most
+accepted claims, and on ties the higher policy log-likelihood (`answer_logprobs`; the sample order
+where the policy cannot score). `pairs.py`'s `resample` builder pairs it ≻ the original answer.
+
+Counts: `answers_with_rejected_claim`, `not_located` (no content word of the claim found),
+`skipped_prompt_too_long` (prompt + prefix + answer budget over the policy's context: no
+continuations), `continuations`, `corrected`, `not_corrected` (no continuation free of rejected claims).
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+
+import pandas as pd
+
+from ..backends.base import GenerationSettings, VisualPrompt
+from ..backends.lengths import generate_fitting
+from ..backends.oom import run_with_oom_backoff
+from ..images import decode_image
+from ..seeds import mix_seed
+from .claims import split_claims
+from .grammar import FUNCTION_WORDS
+from .judge import judge_candidates
+from .questions import rewrite_questions
+
+CORRECTION_COLUMNS = ["prompt_id", "sample_idx", "prefix", "rejected_claim", "correction", "correction_claims",
+                      "correction_questions", "correction_accepted", "correction_p_yes", "correction_logprob",
+                      "tried"]
+
+_WORD = re.compile(r"[\w']+")
+
+
+def _content(words) -> list[str]:
+    return [w for w in words if w not in FUNCTION_WORDS and not w.isdigit()] or list(words)
+
+
+def locate_prefix(answer: str, claim: str) -> str | None:
+    """The answer up to the clause (or list item) stating `claim`; None where no word of it occurs."""
+    wanted = _content([w.lower() for w in _WORD.findall(claim)])
+    spans = [(m.start(), m.end(), m.group().lower()) for m in _WORD.finditer(answer)]
+    if not wanted or not spans:
+        return None
+    best = None  # (words missing, window length, start char)
+    for i, (start, _end, word) in enumerate(spans):
+        if word not in wanted:
+            continue
+        found, j = set(), i
+        while j < len(spans) and j - i < 3 * len(wanted) + 4 and len(found) < len(set(wanted)):
+            if spans[j][2] in wanted:
+                found.add(spans[j][2])
+            j += 1
+        key = (len(set(wanted)) - len(found), j - i, start)
+        best = key if best is None or key < best else best
+    if best is None:
+        return None
+    head = answer[:best[2]]
+    cut = max((m.end() for m in re.finditer(r"[.;:!?,]\s*|\band\s+", head, re.IGNORECASE)), default=0)
+    return head[:cut].rstrip()
+
+
+def join_continuation(prefix: str, continuation: str) -> str:
+    continuation = continuation.strip()
+    if not prefix:
+        return continuation
+    return prefix + ("" if not continuation or continuation[0] in ",.;:!?" else " ") + continuation
+
+
+def _first_rejected(row) -> str | None:
+    return next((c for c, ok in zip(row.claims, row.accepted) if not ok), None)
+
+
+def resample_corrections(scored: pd.DataFrame, prompts: pd.DataFrame, policy, splitter, rewriter, labeler,
+                         claims_config, judge_config, sampling, *, k: int, seed: int = 0) -> tuple[pd.DataFrame, dict]:
+    """One row per answer with a rejected claim that could be located: its prefix, the best of k
+    continuations (None where none is free of rejected claims) with its claims and verdicts."""
+    counts = Counter(answers_with_rejected_claim=0, not_located=0, continuations=0, corrected=0, not_corrected=0)
+    records = prompts.set_index("prompt_id", drop=False).to_dict("index")
+    jobs = []  # (prompt_id, sample_idx, prefix, claim)
+    for row in scored.itertuples():
+        if getattr(row, "split_failed", False) is True or not isinstance(row.answer, str):
+            continue
+        claim = _first_rejected(row) if row.accepted is not None else None
+        if claim is None:
+            continue
+        counts["answers_with_rejected_claim"] += 1
+        prefix = locate_prefix(row.answer, claim)
+        if prefix is None:
+            counts["not_located"] += 1
+            continue
+        jobs.append((row.prompt_id, int(row.sample_idx), prefix, claim))
+    if not jobs:
+        return pd.DataFrame(columns=CORRECTION_COLUMNS), dict(counts)
+    settings = GenerationSettings(n=k, temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k,
+                                  max_new_tokens=sampling.max_new_tokens, seed=seed)
+    visual = [VisualPrompt(decode_image(records[p]).image, records[p]["question"], prefix) for p, _, prefix, _ in jobs]
+    seeds = [mix_seed(seed, "resample", p, i, bits=31) for p, i, _, _ in jobs]
+    samples, too_long = run_with_oom_backoff(policy, lambda: generate_fitting(policy, visual, settings, seeds))
+    counts["skipped_prompt_too_long"] = len(too_long)  # prefix + answer budget over the policy's context
+    samples = [s if s is not None else [] for s in samples]
+    texts = [[join_continuation(prefix, c) for c in cont] for (_, _, prefix, _), cont in zip(jobs, samples)]
+    flat = [(j, m, text) for j, row in enumerate(texts) for m, text in enumerate(row)]
+    counts["continuations"] = len(flat)
+    split = split_claims([(visual[j].question, t) for j, _, t in flat], splitter, claims_config, seed=seed)
+    rewritten = rewrite_questions([r.claims for r in split], rewriter, claims_config, seed=seed)
+    claim_frame = pd.DataFrame({"prompt_id": [jobs[j][0] for j, _, _ in flat], "sample_idx": range(len(flat)),
+                                "questions": [q.questions for q in rewritten]})
+    verdicts = judge_candidates(labeler, prompts, claim_frame, judge_config).set_index("sample_idx")
+    logprobs = _logprobs(policy, [VisualPrompt(visual[j].image, visual[j].question) for j, _, _ in flat],
+                         [t for _, _, t in flat])
+    rows = []
+    for j, (prompt_id, sample_idx, prefix, claim) in enumerate(jobs):
+        options = []
+        for f, (jj, m, text) in enumerate(flat):
+            v = verdicts.loc[f]
+            ok = (jj == j and not split[f].failure and split[f].claims and all(v["accepted"])
+                  and v["skipped"] is None)
+            if ok:
+                options.append((-len(split[f].claims), -logprobs[f], m, f))
+        row = {"prompt_id": prompt_id, "sample_idx": sample_idx, "prefix": prefix, "rejected_claim": claim,
+               "tried": len(texts[j]), "correction": None, "correction_claims": [], "correction_questions": [],
+               "correction_accepted": [], "correction_p_yes": [], "correction_logprob": None}
+        if options:
+            f = min(options)[3]
+            v = verdicts.loc[f]
+            row.update(correction=flat[f][2], correction_claims=list(split[f].claims),
+                       correction_questions=list(rewritten[f].questions), correction_accepted=list(v["accepted"]),
+                       correction_p_yes=list(v["p_yes"]), correction_logprob=logprobs[f])
+            counts["corrected"] += 1
+        else:
+            counts["not_corrected"] += 1
+        rows.append(row)
+    return pd.DataFrame(rows, columns=CORRECTION_COLUMNS), dict(counts)
+
+
+def _logprobs(policy, prompts, texts) -> list[float]:
+    try:
+        return [float(sum(lp)) for lp in policy.answer_logprobs(prompts, texts)]
+    except NotImplementedError:
+        return [0.0] * len(texts)
