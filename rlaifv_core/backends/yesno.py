@@ -104,6 +104,8 @@ class MassAlarm:
         self.warn_share, self.error_share, self.min_questions = warn_share, error_share, min_questions
         self.questions = 0
         self.low = 0
+        #: questions whose reply had neither word among its alternatives (no counted token at all)
+        self.missing = 0
         self._warned = False
 
     @property
@@ -111,12 +113,13 @@ class MassAlarm:
         return self.low / self.questions if self.questions else 0.0
 
     def counts(self) -> dict:
-        return {"yes_no_questions": self.questions, "yes_no_low_mass": self.low,
+        return {"yes_no_questions": self.questions, "yes_no_low_mass": self.low, "yes_no_missing": self.missing,
                 "yes_no_low_mass_share": round(self.share, 4)}
 
     def record(self, results: Sequence[YesNo]) -> None:
         self.questions += len(results)
         self.low += sum(1 for r in results if r.p_yes + r.p_no < self.low_mass)
+        self.missing += sum(1 for r in results if not r.parts and r.p_yes + r.p_no == 0)
         if not self._warned and self.questions and self.share >= self.warn_share:
             self._warned = True
             log.warning("%s: P(yes)+P(no) < %g on %d of %d yes/no questions (%.0f %%): the labeler is not "
@@ -124,7 +127,13 @@ class MassAlarm:
                         self.model, self.low_mass, self.low, self.questions, 100 * self.share)
 
     def check(self) -> None:
-        """Raise YesNoMassError when (nearly) all recorded questions have low mass."""
+        """Raise YesNoMassError when (nearly) all recorded questions have low mass, or when most
+        replies carry neither word among their alternatives."""
+        if self.questions >= self.min_questions and self.missing * 2 > self.questions:
+            raise YesNoMassError(
+                f"{self.model}: {self.missing} of {self.questions} yes/no replies have neither yes nor no "
+                "among their top alternatives (the labeler does not answer yes/no, or the server returns "
+                "token ids): its verdicts would be meaningless")
         if self.questions >= self.min_questions and self.share >= self.error_share:
             raise YesNoMassError(
                 f"{self.model}: P(yes)+P(no) < {self.low_mass:g} on {self.low} of {self.questions} yes/no "
