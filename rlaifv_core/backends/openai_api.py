@@ -101,6 +101,7 @@ class OpenAIBackend(Backend):
         if ready_timeout_s is not None:
             self.ready_timeout_s = ready_timeout_s
         self._check_health = check_health  # wait on /health once, before the first request
+        self._not_ready: EndpointError | None = None
         #: counted low P(yes)+P(no) questions (logged past a share; the judge stage raises on nearly all)
         self.yes_no_alarm = MassAlarm(f"{model} at {base_url}")
         #: replies with neither word among their alternatives (the alarm fails a stage where most are)
@@ -131,7 +132,8 @@ class OpenAIBackend(Backend):
         client = OpenAI(base_url=spec.base_url, api_key=key or "EMPTY", timeout=spec.timeout_s, max_retries=0)
         return cls(client, model=spec.name_or_path, base_url=spec.base_url, max_retries=spec.max_retries,
                    max_concurrency=spec.max_concurrency, timeout_s=spec.timeout_s, secret=key,
-                   check_health=kwargs.pop("check_health", True), **kwargs)
+                   check_health=kwargs.pop("check_health", spec.ready_timeout_s > 0),
+                   ready_timeout_s=kwargs.pop("ready_timeout_s", spec.ready_timeout_s), **kwargs)
 
     def __repr__(self) -> str:
         return f"OpenAIBackend(endpoint={self.base_url!r}, model={self.model!r})"
@@ -203,14 +205,17 @@ class OpenAIBackend(Backend):
     def _ensure_ready(self) -> None:
         """The bounded wait on `/health` (once per backend, i.e. before a stage's first request)."""
         with self._lock:
+            if self._not_ready is not None:  # every request of the stage fails the same way
+                raise self._not_ready
             if not self._check_health:
                 return
             self._check_health = False
             try:
                 waited = wait_ready(self.base_url, self.ready_timeout_s)
             except TimeoutError as exc:
-                raise EndpointError(f"{self._where()}: {exc}", endpoint=self.base_url, model=self.model,
-                                    attempts=0, retryable=True) from None
+                self._not_ready = EndpointError(f"{self._where()}: {exc}", endpoint=self.base_url, model=self.model,
+                                                attempts=0, retryable=True)
+                raise self._not_ready from None
             if waited > 1:
                 log.info("%s: ready after %.1f s", self._where(), waited)
 
