@@ -4,8 +4,8 @@
     python flows/generate.py --config configs/llava15-7b.yaml prompts.per_iteration=200
     python flows/generate.py --iteration 2 pairs.builder=paper
 
-Prints the pairs artifact and the stage counts. Every stage is a cached Prefect task; sampling and
-labeling run in shards of `sampling.shard_size` prompts on the task runner that `scale.task_runner`
+Prints the pairs artifact and the stage counts. Every stage is a cached Prefect task; sampling, claim
+splitting and labeling run in shards of `sampling.shard_size` prompts on the task runner that `scale.task_runner`
 names (threads, a Dask or a Ray cluster; flows/runner.py).
 """
 
@@ -27,7 +27,8 @@ from rlaifv_core.config import RunConfig  # noqa: E402
 from rlaifv_core.models import model_fingerprint  # noqa: E402
 from rlaifv_core.store import ArtifactRef  # noqa: E402
 from tasks.claims import split_and_rewrite  # noqa: E402
-from tasks.common import checkpoint_fingerprint, result_storage_for, retry_options, sum_counts  # noqa: E402
+from tasks.common import (artifact_key, checkpoint_fingerprint, counts_table, result_storage_for,  # noqa: E402
+                          retry_options, sum_counts)
 from tasks.judge import judge_shard  # noqa: E402
 from tasks.pairs import assemble_pairs  # noqa: E402
 from tasks.prompts import make_prompts  # noqa: E402
@@ -82,11 +83,19 @@ def _generate(config: RunConfig, iteration: int, policy_checkpoint: ArtifactRef 
         candidates_ref = named(merge_tables.with_options(**storage), f"merge-candidates-{it}")(
             [r for r, _ in sampled], "candidates", config.store, f"{folder}/candidates.parquet")
 
-        claims_ref, claim_counts = gpu_guarded(named(split_and_rewrite.with_options(**storage, **retry),
-                                                     f"claims-{it}"), scale)(
-            candidates_ref, prompts_ref, config.models, config.claims,
-            model_fingerprint(config.models.splitter), model_fingerprint(config.models.rewriter),
-            config.iteration.seed * 1000 + iteration, config.store, f"{folder}/claims.parquet")
+        claimer = split_and_rewrite.with_options(**storage, **retry)
+        splitter_fp, rewriter_fp = model_fingerprint(config.models.splitter), model_fingerprint(config.models.rewriter)
+        claimed = run_shards([
+            (gpu_guarded(named(claimer, f"claims-{it}-shard-{i}"), scale),
+             dict(candidates_ref=shard_ref, prompts_ref=prompts_ref, models=config.models, claims=config.claims,
+                  splitter_fingerprint=splitter_fp, rewriter_fingerprint=rewriter_fp,
+                  seed=config.iteration.seed * 1000 + iteration, store=config.store,
+                  out_path=f"{folder}/shards/claims-{i:04d}.parquet"))
+            for i, (shard_ref, _) in enumerate(sampled)])
+        claim_counts = sum_counts([c for _, c in claimed])
+        claims_ref = named(merge_tables.with_options(**storage), f"merge-claims-{it}")(
+            [r for r, _ in claimed], "claims", config.store, f"{folder}/claims.parquet")
+        counts_table(artifact_key(config.store.run_name, f"{folder}/claims.parquet", "counts"), "claims", claim_counts)
 
         judge = judge_shard.with_options(**storage, **retry)
         judged = run_shards([

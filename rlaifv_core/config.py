@@ -75,7 +75,8 @@ class ModelSpec(_Section):
     ready_timeout_s: float = Field(
         300.0, ge=0, description="Wait up to this long for the server's /health before a stage's first "
         "request (openai backend; a loading vLLM has its port closed). 0: no wait.")
-    max_concurrency: int = Field(8, ge=1, description="Concurrent requests (openai backend).")
+    max_concurrency: int = Field(64, ge=1, le=4096, description="Requests in flight (openai backend); the "
+                                 "labeler keeps this many questions in flight across images (docs/method.md §5).")
     batch_size: int = Field(16, ge=1, description="Prompts per forward pass (hf backend); halved on OOM.")
 
 

@@ -1,4 +1,9 @@
-"""Task: candidates → atomic claims and their yes/no questions (`claims.parquet`)."""
+"""Task: one shard of candidates → atomic claims and their yes/no questions, and the shard's counts.
+
+The generate flow runs one task per sampling shard (`shards/claims-NNNN.parquet`, each cached on its
+own, so a failed splitter endpoint redoes only the unfinished shards) and merges them in shard order
+into `claims.parquet`. A claim's split and question depend on its answer alone (seeds from content,
+rlaifv_core.feedback.claims), so the shards give the claims one task over all candidates gives."""
 
 from __future__ import annotations
 
@@ -38,7 +43,7 @@ def split_and_rewrite(candidates_ref: ArtifactRef, prompts_ref: ArtifactRef, mod
     candidates = run_store.read_table(candidates_ref)
     questions_by_prompt = run_store.read_table(prompts_ref).set_index("prompt_id")["question"]
     pairs = [(questions_by_prompt[p], a) for p, a in zip(candidates["prompt_id"], candidates["answer"])]
-    progress = Progress("claims")
+    progress = Progress(f"claims {out_path.rsplit('/', 1)[-1]}")
     split = claims_core.split_claims(pairs, _role(models.splitter), claims, seed=seed)
     progress(len(pairs) // 2, len(pairs))
     rewritten = questions_core.rewrite_questions([r.claims for r in split], _role(models.rewriter), claims, seed=seed)

@@ -56,6 +56,7 @@ TESTED_PREFIXES = {
     "dask worker": "tests/test_scale_out.py",
     "python flows/generate.py scale.task_runner=dask scale.dask_address=": "tests/test_scale_out.py",
     "python flows/generate.py scale.task_runner=dask scale.dask_workers=": "tests/test_scale_out.py",
+    "python flows/generate.py scale.task_runner=ray": "tests/test_scale_out.py",
 }
 
 

@@ -37,7 +37,7 @@ def test_generate_flow_runs_and_second_run_is_all_cache_hits(prefect_server, tmp
     prompts = pd.read_parquet(first.prompts.uri)
     verdicts = pd.read_parquet(first.verdicts.uri)
     assert len(verdicts) == 18 and (verdicts["score"] == -verdicts["n_rejected"]).all()
-    assert set(first.counts) == {"prompts", "claims", "pairs"}
+    assert set(first.counts) == {"prompts", "sample", "claims", "pairs"}
     assert prompts["prompt_id"].is_unique
 
     _forbid(monkeypatch, (rlaifv_core.feedback.sampling, "sample_candidates"), (rlaifv_core.feedback.judge, "judge_candidates"),

@@ -95,7 +95,7 @@ def test_two_iterations_write_summary_and_rerun_is_cached(prefect_server, tmp_pa
     assert all(r.state.name == "Completed" for r in flow_runs if r.name.startswith("evaluate-"))
     assert all("iteration:2" in r.tags for r in flow_runs if r.name.endswith("-2"))
     task_names = {r.name for r in task_runs}
-    assert {"prompts-iter-1", "sample-iter-1-shard-0", "judge-iter-2-shard-0", "claims-iter-1", "pairs-iter-2",
+    assert {"prompts-iter-1", "sample-iter-1-shard-0", "judge-iter-2-shard-0", "claims-iter-1-shard-0", "pairs-iter-2",
             "reference-logps-iter-1", "train-dpo-iter-2", "evaluate-iter-0-start-shapes",
             "report-iter-0-start-shapes_report"} <= task_names, task_names
     assert any(re.fullmatch(r"evaluate-iter-1-step-\d+-shapes", n) for n in task_names)

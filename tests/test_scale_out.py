@@ -150,7 +150,7 @@ def assert_identical(expected: Path, got: Path) -> None:
     for name in TABLES:
         assert (got / f"{name}.parquet").read_bytes() == (expected / f"{name}.parquet").read_bytes(), name
     shards = sorted(p.name for p in (expected / "shards").iterdir())
-    assert len(shards) == 8 and shards == sorted(p.name for p in (got / "shards").iterdir())
+    assert len(shards) == 12 and shards == sorted(p.name for p in (got / "shards").iterdir())  # candidates, claims, verdicts × 4
     for shard in shards:
         assert (got / "shards" / shard).read_bytes() == (expected / "shards" / shard).read_bytes(), shard
     pairs = pd.read_parquet(expected / "pairs.parquet")
@@ -208,3 +208,17 @@ def test_existing_dask_cluster_by_address_gives_byte_identical_pairs(thread_run,
     finally:
         for proc in reversed(procs):
             _stop(proc)
+
+
+
+# -- Ray: byte-identical to threads ----------------------------------------------------------------------
+@pytest.mark.slow
+def test_local_ray_gives_byte_identical_pairs(thread_run, run_env, tiny_model_dir, tmp_path):
+    pytest.importorskip("prefect_ray")
+    env = {**run_env, "RAY_USAGE_STATS_ENABLED": "0"}
+    command = readme_command("python flows/generate.py scale.task_runner=ray")
+    done = subprocess.run([*_argv(command), *tiny_overrides(tmp_path, tiny_model_dir)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=400)
+    assert done.returncode == 0, f"{command}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    assert "Started a local Ray instance" in done.stdout + done.stderr  # the shards went to Ray, not threads
+    assert_identical(thread_run, tmp_path / "scale" / "iter-1")

@@ -75,6 +75,9 @@ class Backend(abc.ABC):
     fingerprint: str
     #: who answered: endpoint/model path, the server-reported name, settings
     identity: dict
+    #: requests the backend serves at once: callers may overlap up to this many from threads (an
+    #: in-process model serves one call at a time; an OpenAI-compatible server its `max_concurrency`)
+    max_concurrency: int = 1
 
     @abc.abstractmethod
     def generate(self, prompts: Sequence[VisualPrompt], settings: GenerationSettings,

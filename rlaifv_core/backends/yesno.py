@@ -23,6 +23,7 @@ confident "no". `MassAlarm` counts low-mass questions, logs a warning once their
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Callable, Iterable, Sequence
 
 from .base import YesNo
@@ -107,6 +108,7 @@ class MassAlarm:
         #: questions whose reply had neither word among its alternatives (no counted token at all)
         self.missing = 0
         self._warned = False
+        self._lock = threading.Lock()  # record() is called from the threads of overlapping requests
 
     @property
     def share(self) -> float:
@@ -117,11 +119,15 @@ class MassAlarm:
                 "yes_no_low_mass_share": round(self.share, 4)}
 
     def record(self, results: Sequence[YesNo]) -> None:
-        self.questions += len(results)
-        self.low += sum(1 for r in results if r.p_yes + r.p_no < self.low_mass)
-        self.missing += sum(1 for r in results if not r.parts and r.p_yes + r.p_no == 0)
-        if not self._warned and self.questions and self.share >= self.warn_share:
-            self._warned = True
+        low = sum(1 for r in results if r.p_yes + r.p_no < self.low_mass)
+        missing = sum(1 for r in results if not r.parts and r.p_yes + r.p_no == 0)
+        with self._lock:
+            self.questions += len(results)
+            self.low += low
+            self.missing += missing
+            warn = not self._warned and self.questions and self.share >= self.warn_share
+            self._warned = self._warned or bool(warn)
+        if warn:
             log.warning("%s: P(yes)+P(no) < %g on %d of %d yes/no questions (%.0f %%): the labeler is not "
                         "answering yes/no (wrong template or answer tokens?); verdicts on those are noise",
                         self.model, self.low_mass, self.low, self.questions, 100 * self.share)

@@ -6,7 +6,11 @@
 Verdict = p_yes / (p_yes + p_no) > threshold with p_yes = P(yes)+P(Yes) and p_no = P(no)+P(No)
 of the first answer token (a tie is a rejection, as in the original). Score = −#rejected claims.
 All questions about one image go to the labeler in one call, so the image and prompt prefix are
-encoded once and shared (see HFBackend.yes_no). An answer with no claims keeps its row: score 0
+encoded once and shared (see HFBackend.yes_no; a server's prefix cache does the same). A labeler
+that serves many requests at once (`max_concurrency` > 1: an OpenAI-compatible server) gets images
+overlapped: the next image's call starts as soon as fewer than `in_flight` questions (default its
+`max_concurrency`) are outstanding, so the server is kept full with as few images in flight as that
+takes, each image's questions sent together; results keep the prompts' order. An answer with no claims keeps its row: score 0
 and `zero_claims=True`, counted, never silently dropped. Probabilities are kept.
 
 P(yes)+P(no) is watched (backends/yesno.py `MassAlarm`): low on a share of questions is a logged,
@@ -20,6 +24,8 @@ and the pairs stage leaves it out, counted (`skipped_prompt_too_long`).
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Callable
 
 import pandas as pd
@@ -44,16 +50,18 @@ def score(accepted: list[bool]) -> int:
 
 
 def judge_candidates(labeler: Backend, prompts: pd.DataFrame, claims: pd.DataFrame, config, *,
-                     progress: Callable[[int, int], None] | None = None) -> pd.DataFrame:
+                     progress: Callable[[int, int], None] | None = None, in_flight: int | None = None) -> pd.DataFrame:
+    """Verdict rows in prompt order. `in_flight`: questions kept outstanding across images before the next
+    image starts (default the labeler's `max_concurrency`; 1: one image at a time)."""
     prompt_records = prompts.set_index("prompt_id").to_dict("index")
     rows = []
     groups = list(claims.groupby("prompt_id", sort=True))
+    jobs = [({**prompt_records[prompt_id], "prompt_id": prompt_id},
+             [q + config.question_suffix for qs in group["questions"] for q in qs]) for prompt_id, group in groups]
     alarm = MassAlarm(str((getattr(labeler, "identity", None) or {}).get("model") or type(labeler).__name__))
-    for done, (prompt_id, group) in enumerate(groups, start=1):
-        record = {**prompt_records[prompt_id], "prompt_id": prompt_id}
-        image = decode_image(record).image
-        questions = [q + config.question_suffix for qs in group["questions"] for q in qs]
-        probabilities, too_long = _fitting_yes_no(labeler, image, questions)
+    window = max(1, int(in_flight or getattr(labeler, "max_concurrency", 1) or 1))
+    for done, ((prompt_id, group), (probabilities, too_long)) in enumerate(
+            zip(groups, _answered(labeler, jobs, window)), start=1):
         alarm.record([p for p in probabilities if p is not None])
         cursor = 0
         for row in group.itertuples():
@@ -76,6 +84,49 @@ def judge_candidates(labeler: Backend, prompts: pd.DataFrame, claims: pd.DataFra
     if getattr(config, "low_mass_error", True):
         alarm.check()
     return pd.DataFrame(rows, columns=VERDICT_COLUMNS)
+
+
+def _answered(labeler, jobs: list[tuple[dict, list[str]]], window: int):
+    """(YesNo list, too-long map) per (prompt record, questions) job, in job order. window == 1: one
+    image after the other. Otherwise each image's call runs on a thread, and the next starts only once
+    fewer than 2 × `window` questions are outstanding (a window in flight and one queued behind it, so
+    a finished batch is replaced at once); the first failure cancels the images not started."""
+    def ask(job):
+        record, questions = job
+        return _fitting_yes_no(labeler, decode_image(record).image, questions)
+
+    if window <= 1 or len(jobs) <= 1:
+        yield from map(ask, jobs)
+        return
+    room = threading.Condition()
+    outstanding = [0]
+
+    def release(count: int, _future: Future) -> None:
+        with room:
+            outstanding[0] -= count
+            room.notify_all()
+
+    futures: list[Future] = []
+    pool = ThreadPoolExecutor(window, thread_name_prefix="judge-images")
+    try:
+        for job in jobs:
+            with room:
+                room.wait_for(lambda: outstanding[0] < 2 * window or any(_failed(f) for f in futures))
+                outstanding[0] += max(1, len(job[1]))
+            for failed in [f for f in futures if _failed(f)][:1]:
+                failed.result()  # an image failed: raise its error, start no more
+            futures.append(pool.submit(ask, job))
+            futures[-1].add_done_callback(lambda f, n=max(1, len(job[1])): release(n, f))
+            while futures and futures[0].done():  # hand back what is finished, in order
+                yield futures.pop(0).result()
+        while futures:
+            yield futures.pop(0).result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _failed(future: Future) -> bool:
+    return future.done() and not future.cancelled() and future.exception() is not None
 
 
 def _fitting_yes_no(labeler, image, questions: list[str]) -> tuple[list, dict[int, str]]:

@@ -47,12 +47,14 @@ def merge_lora(adapter_dir: str | os.PathLike, out_dir: str | os.PathLike, *, ba
                dpo: DPOConfig | None = None) -> Path:
     """Base + LoRA adapter → one full safetensors folder (with the adapter's processor)."""
     from peft import PeftModel
-    from transformers import AutoProcessor
+
+    from ..backends.processors import load_processor
 
     model, processor = load_training_model(base_model_dir, dpo or DPOConfig())
     merged = PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
     out = Path(out_dir)
     merged.save_pretrained(out, safe_serialization=True)
     adapter_processor = Path(adapter_dir) / "processor_config.json"
-    (AutoProcessor.from_pretrained(str(adapter_dir)) if adapter_processor.exists() else processor).save_pretrained(out)
+    # the backends' loader: a Qwen2-VL-family processor loads without torchvision (AutoProcessor needs it)
+    (load_processor(str(adapter_dir)) if adapter_processor.exists() else processor).save_pretrained(out)
     return out
