@@ -71,7 +71,10 @@ class ModelSpec(_Section):
         "a config value). Unset variable = no key (fine for local vLLM).",
     )
     timeout_s: float = Field(60.0, gt=0, description="Per-request timeout (openai backend).")
-    max_retries: int = Field(4, ge=0, description="Retries on timeouts, 429 and 5xx (openai backend).")
+    max_retries: int = Field(4, ge=0, description="Retries on timeouts, 429 and transient 5xx (openai backend).")
+    ready_timeout_s: float = Field(
+        300.0, ge=0, description="Wait up to this long for the server's /health before a stage's first "
+        "request (openai backend; a loading vLLM has its port closed). 0: no wait.")
     max_concurrency: int = Field(64, ge=1, le=4096, description="Requests in flight (openai backend); the "
                                  "labeler keeps this many questions in flight across images (docs/method.md §5).")
     batch_size: int = Field(16, ge=1, description="Prompts per forward pass (hf backend); halved on OOM.")

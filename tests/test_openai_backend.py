@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import time
 
@@ -64,10 +66,14 @@ def test_generate_n_samples_over_http_match_in_process(server, connect, vlm):
     settings = GenerationSettings(n=3, temperature=1.0, top_k=None, max_new_tokens=6, seed=0)
     answers = backend.generate(_prompts(), settings, seeds=[7, 8])
     assert len(answers) == 2 and all(len(a) == 3 for a in answers)
-    assert answers == vlm.generate(_prompts(), settings, seeds=[7, 8])  # PNG is lossless; same seeds
+    # PNG is lossless; prompt seed s is sent as s x n and the server seeds sample j with s x n + j (vLLM)
+    one = dataclasses.replace(settings, n=1)
+    assert answers == [[vlm.generate([p], one, seeds=[s * 3 + j])[0][0] for j in range(3)]
+                       for p, s in zip(_prompts(), [7, 8])]
     assert backend.generate(_prompts(), settings, seeds=[7, 8]) == answers  # the seed travels
     body = server.requests[0]["body"]
-    assert body["n"] == 3 and body["seed"] in (7, 8) and body["max_tokens"] == 6 and body["temperature"] == 1.0
+    assert body["n"] == 3 and body["seed"] in (21, 24) and body["max_tokens"] == 6 and body["temperature"] == 1.0
+    assert body["top_k"] == -1 and body["repetition_penalty"] == 1.0
     parts = body["messages"][0]["content"]
     assert parts[0]["type"] == "image_url" and parts[0]["image_url"]["url"].startswith("data:image/png;base64,")
     assert parts[1] == {"type": "text", "text": "describe the image ."}

@@ -7,10 +7,12 @@
     labeler.yes_no(image, ["Is there a dog? Please answer yes or no."])
 
 Requests go through the `openai` client with its own retries switched off; this module retries
-itself, boundedly: timeouts / connection errors, 429 (the server's `retry-after` honoured), 408,
-5xx and unparseable replies, at most `spec.max_retries` times with exponential backoff, then a
-clear `EndpointError` naming the endpoint and the model. Client errors (400, 401, 404 …) are not
-retried. The API key is read from the environment variable the spec *names*; it never appears in
+itself, boundedly: timeouts / connection errors, 429 (`retry-after` honoured), 408, transient 5xx
+and unparseable replies, at most `spec.max_retries` times with exponential backoff, then an
+`EndpointError` naming the endpoint and the model. 4xx, 501 and known permanent server messages
+are not retried (`openai_http.py`). Before its first request a backend from `from_spec` waits
+(bounded, `ready_timeout_s`) on the server's `/health`; a request's timeout is `timeout_s` plus
+`seconds_per_token` x n x max_tokens. The API key is read from the environment variable the spec *names*; it never appears in
 `identity`, `repr`, `fingerprint` or an exception message.
 
 Batches of requests run on a thread pool of `spec.max_concurrency` workers. Images travel as PNG
@@ -26,13 +28,12 @@ as longer than its context (HTTP 400 "maximum context length", vLLM's wording) i
 
 from __future__ import annotations
 
-import base64
-import io
 import json
 import logging
 import math
 import os
 import random
+import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -42,6 +43,8 @@ from PIL import Image
 
 from .base import Backend, ChatReply, EndpointError, GenerationSettings, VisualPrompt, YesNo
 from .lengths import PromptTooLong, is_context_error
+from .openai_messages import image_data_url, user_message
+from .openai_http import Retryable as _Retryable, is_permanent, retry_after_s as _retry_after_s, wait_ready
 from .user_text import COMMON_MARKERS, neutralise
 from .yesno import MassAlarm, tally
 
@@ -49,57 +52,18 @@ log = logging.getLogger(__name__)
 
 #: the API's maximum number of alternatives per position
 TOP_LOGPROBS = 20
+#: vLLM's `--return-tokens-as-token-ids` format of a token text
+_TOKEN_ID = re.compile(r"token_id:\d+")
 
 
-class _Retryable(Exception):
-    """Internal: one failed attempt worth retrying; `wait_s` is a server-directed delay, if any."""
-
-    def __init__(self, reason: str, wait_s: float | None = None, status: int | None = None):
-        super().__init__(reason)
-        self.reason = reason
-        self.wait_s = wait_s
-        self.status = status
+def request_seed(seed: int, n: int) -> int:
+    """The seed sent for a prompt seeded `seed` with n samples (servers seed sample j with seed + j)."""
+    return (int(seed) * max(1, int(n))) % (2 ** 63)
 
 
-def image_data_url(image: Image.Image) -> str:
-    """A PNG base64 data URL (lossless, so the server sees exactly these pixels)."""
-    if image.mode not in ("RGB", "RGBA", "L", "LA", "P", "1", "I", "I;16"):
-        image = image.convert("RGB")
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
-
-
-def user_message(prompt: VisualPrompt) -> dict:
-    """One user turn with the image part (if any) before the text part."""
-    content: list[dict] = []
-    if prompt.image is not None:
-        content.append({"type": "image_url", "image_url": {"url": image_data_url(prompt.image)}})
-    content.append({"type": "text", "text": neutralise(prompt.question, COMMON_MARKERS)[0]})
-    return {"role": "user", "content": content}
-
-
-def _retry_after_s(headers) -> float | None:
-    """Seconds from `retry-after-ms` / `retry-after` (number or HTTP date); None if absent/invalid."""
-    if headers is None:
-        return None
-    for name, divisor in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
-        value = headers.get(name)
-        if value is None:
-            continue
-        try:
-            seconds = float(value) / divisor
-        except ValueError:
-            import email.utils
-
-            try:
-                parsed = email.utils.parsedate_to_datetime(value)
-            except (TypeError, ValueError):
-                continue
-            seconds = parsed.timestamp() - time.time()
-        if math.isfinite(seconds):
-            return max(0.0, seconds)
-    return None
+def sampling_extras(top_k: int | None, repetition_penalty: float = 1.0) -> dict:
+    """The sampling fields outside the OpenAI schema, always sent (else the server's defaults apply)."""
+    return {"top_k": int(top_k) if top_k else -1, "repetition_penalty": float(repetition_penalty)}
 
 
 class OpenAIBackend(Backend):
@@ -110,11 +74,15 @@ class OpenAIBackend(Backend):
     max_backoff_s: float = 30.0
     #: the longest server-directed `retry-after` honoured (longer ones are capped, not obeyed)
     max_retry_after_s: float = 120.0
+    #: per-request timeout = timeout_s + n x max_tokens x this (a slow decode of a long reply is no failure)
+    seconds_per_token: float = 0.05
+    #: the bounded wait on `/health` before the first request (from_spec only)
+    ready_timeout_s: float = 300.0
 
     def __init__(self, client, *, model: str, base_url: str, max_retries: int = 4, max_concurrency: int = 8,
                  timeout_s: float | None = None, backoff_s: float | None = None,
                  max_backoff_s: float | None = None, sleep: Callable[[float], None] = time.sleep,
-                 secret: str | None = None):
+                 secret: str | None = None, ready_timeout_s: float | None = None, check_health: bool = False):
         self.client = client
         self.model = model
         self.base_url = base_url
@@ -130,8 +98,14 @@ class OpenAIBackend(Backend):
         self._pool: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
         self._warned: set[str] = set()
+        if ready_timeout_s is not None:
+            self.ready_timeout_s = ready_timeout_s
+        self._check_health = check_health  # wait on /health once, before the first request
+        self._not_ready: EndpointError | None = None
         #: counted low P(yes)+P(no) questions (logged past a share; the judge stage raises on nearly all)
         self.yes_no_alarm = MassAlarm(f"{model} at {base_url}")
+        #: replies with neither word among their alternatives (the alarm fails a stage where most are)
+        self.yes_no_missing = 0
         self.fingerprint = f"openai:{base_url}:{model}"
         self.identity = {
             "backend": "openai",
@@ -157,7 +131,9 @@ class OpenAIBackend(Backend):
         key = os.environ.get(spec.api_key_env) if spec.api_key_env else None
         client = OpenAI(base_url=spec.base_url, api_key=key or "EMPTY", timeout=spec.timeout_s, max_retries=0)
         return cls(client, model=spec.name_or_path, base_url=spec.base_url, max_retries=spec.max_retries,
-                   max_concurrency=spec.max_concurrency, timeout_s=spec.timeout_s, secret=key, **kwargs)
+                   max_concurrency=spec.max_concurrency, timeout_s=spec.timeout_s, secret=key,
+                   check_health=kwargs.pop("check_health", spec.ready_timeout_s > 0),
+                   ready_timeout_s=kwargs.pop("ready_timeout_s", spec.ready_timeout_s), **kwargs)
 
     def __repr__(self) -> str:
         return f"OpenAIBackend(endpoint={self.base_url!r}, model={self.model!r})"
@@ -184,10 +160,11 @@ class OpenAIBackend(Backend):
         """One request; returns a ChatCompletion or raises _Retryable / EndpointError."""
         import openai
 
+        timeout = kwargs.get("timeout")
         try:
             response = self.client.chat.completions.create(model=self.model, **kwargs)
         except openai.APITimeoutError:
-            raise _Retryable(f"timed out after {self.timeout_s} s") from None
+            raise _Retryable(f"timed out after {timeout or self.timeout_s} s") from None
         except openai.APIConnectionError as exc:
             cause = exc.__cause__ or exc.__context__
             detail = f": {type(cause).__name__}" if cause is not None else ""
@@ -197,9 +174,13 @@ class OpenAIBackend(Backend):
             message = self._scrub(str(getattr(exc, "message", "") or exc))[:300]
             if status == 429:
                 raise _Retryable(f"429 rate limited: {message}", _retry_after_s(exc.response.headers), status) from None
-            if status == 408 or status >= 500:
+            if not is_permanent(status, message):
+                if not message.strip():
+                    message = "(empty body)"
                 raise _Retryable(f"HTTP {status}: {message}", _retry_after_s(exc.response.headers), status) from None
             hint = ""
+            if status == 404 and "does not exist" in message:
+                hint = f" (the server serves {self._served_hint()})"
             if status in (401, 403):
                 hint = " (the API key is read from the environment variable named by api_key_env)"
             error = EndpointError(f"{self._where()}: HTTP {status}: {message}{hint}", endpoint=self.base_url,
@@ -215,8 +196,41 @@ class OpenAIBackend(Backend):
         self._note_model(getattr(response, "model", None))
         return response
 
+    def _served_hint(self) -> str:
+        try:
+            return ", ".join(repr(m) for m in served_models(self)) or "no models"
+        except EndpointError:
+            return "models it did not list"
+
+    def _ensure_ready(self) -> None:
+        """The bounded wait on `/health` (once per backend, i.e. before a stage's first request)."""
+        with self._lock:
+            if self._not_ready is not None:  # every request of the stage fails the same way
+                raise self._not_ready
+            if not self._check_health:
+                return
+            self._check_health = False
+            try:
+                waited = wait_ready(self.base_url, self.ready_timeout_s)
+            except TimeoutError as exc:
+                self._not_ready = EndpointError(f"{self._where()}: {exc}", endpoint=self.base_url, model=self.model,
+                                                attempts=0, retryable=True)
+                raise self._not_ready from None
+            if waited > 1:
+                log.info("%s: ready after %.1f s", self._where(), waited)
+
+    def _timeout(self, n: int, max_tokens: int) -> float | None:
+        """The request timeout: timeout_s plus time for n x max_tokens decoded tokens."""
+        if self.timeout_s is None:
+            return None
+        return float(self.timeout_s) + self.seconds_per_token * max(1, int(n)) * max(1, int(max_tokens))
+
     def _request(self, what: str, **kwargs):
         """`chat.completions.create` with bounded retries and exponential backoff."""
+        self._ensure_ready()
+        timeout = self._timeout(kwargs.get("n") or 1, kwargs.get("max_tokens") or 1)
+        if timeout is not None:
+            kwargs.setdefault("timeout", timeout)
         attempts = self.max_retries + 1
         last: _Retryable | None = None
         for attempt in range(attempts):
@@ -275,8 +289,15 @@ class OpenAIBackend(Backend):
     # -- Backend --------------------------------------------------------------------------------
     def generate(self, prompts: Sequence[VisualPrompt], settings: GenerationSettings,
                  seeds: Sequence[int] | None = None) -> list[list[str]]:
-        """settings.n answers per prompt; prompt i is sent with seed seeds[i] (default settings.seed + i).
-        top_k is not part of the OpenAI API and is not sent; beam search is not either (greedy instead)."""
+        """settings.n answers per prompt, prompt i seeded by seeds[i] (default settings.seed + i).
+
+        The request seed is seeds[i] x n: vLLM seeds the j-th of n samples with seed + j
+        (vllm/v1/engine/parallel_sampling.py, ParentRequest), so prompt seeds s and s + 1 would share
+        n - 1 sample streams; s x n .. s x n + n - 1 never overlap across prompts. Every sampling
+        parameter is sent: a field left out is filled from the model's generation_config.json by vLLM
+        and SGLang (`--generation-config auto`; Qwen2.5-VL's sets top_k=1, all n answers identical).
+        top_k (-1 = off) and repetition_penalty (1.0) travel in `extra_body`. Beam search is not part
+        of the chat API (greedy instead)."""
         if seeds is None:
             seeds = [settings.seed + i for i in range(len(prompts))]
         if len(seeds) != len(prompts):
@@ -291,7 +312,8 @@ class OpenAIBackend(Backend):
             prompt, seed = job
             response = self._request(
                 "generate", messages=[user_message(prompt)], n=settings.n, temperature=temperature,
-                top_p=settings.top_p, max_tokens=settings.max_new_tokens, seed=int(seed),
+                top_p=settings.top_p, max_tokens=settings.max_new_tokens, seed=request_seed(seed, settings.n),
+                extra_body=sampling_extras(settings.top_k),
             )
             if isinstance(response, EndpointError):
                 return response
@@ -315,7 +337,7 @@ class OpenAIBackend(Backend):
             content.append({"type": "text", "text": neutralise(question, COMMON_MARKERS)[0]})
             response = self._request(
                 "yes_no", messages=[{"role": "user", "content": content}], max_tokens=1, logprobs=True,
-                top_logprobs=TOP_LOGPROBS, temperature=0.0, n=1,
+                top_logprobs=TOP_LOGPROBS, temperature=0.0, n=1, extra_body=sampling_extras(None),
             )
             return response if isinstance(response, EndpointError) else self._yes_no_from(response)
 
@@ -334,7 +356,20 @@ class OpenAIBackend(Backend):
             )
         # the same rule as the in-process backend (backends/yesno.py): a token counts when its text is a
         # whole surface form ("yes", "Yes", " yes", " Yes", a word-start marker read as the space)
-        return tally((alt.token, math.exp(alt.logprob)) for alt in content[0].top_logprobs)
+        alternatives = [(alt.token, math.exp(alt.logprob)) for alt in content[0].top_logprobs]
+        if alternatives and all(_TOKEN_ID.fullmatch(text or "") for text, _ in alternatives):
+            raise EndpointError(
+                f"{self._where()}: the server returns token ids instead of token texts ('{alternatives[0][0]}'): "
+                "restart it without --return-tokens-as-token-ids", endpoint=self.base_url, model=self.model,
+                attempts=1)
+        result = tally(alternatives)
+        if not result.parts:  # neither word among the top alternatives: P(yes) = P(no) = 0, counted
+            with self._lock:
+                self.yes_no_missing += 1
+            self._warn_once("no-mass", "a yes/no reply has neither yes nor no among its top "
+                            f"{len(alternatives)} alternatives (e.g. {[t for t, _ in alternatives[:5]]}); counted "
+                            "as P(yes) = P(no) = 0 (yes_no_missing); a stage where most replies are so fails")
+        return result
 
     def answer_logprobs(self, prompts: Sequence[VisualPrompt], answers: Sequence[str]) -> list[list[float]]:
         raise NotImplementedError(
@@ -358,7 +393,7 @@ class OpenAIBackend(Backend):
         messages = [{**m, "content": neutralise(m["content"], COMMON_MARKERS)[0]}
                     if isinstance(m.get("content"), str) else m for m in messages]
         response = self._request("chat", messages=messages, temperature=temperature, top_p=top_p,
-                                 max_tokens=max_new_tokens, seed=int(seed), n=1)
+                                 max_tokens=max_new_tokens, seed=int(seed), n=1, extra_body=sampling_extras(None))
         if isinstance(response, EndpointError):
             raise PromptTooLong(f"{self.model} at {self.base_url}", {0: str(response)})
         text = (response.choices[0].message.content or "").strip()

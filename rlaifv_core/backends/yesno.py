@@ -105,6 +105,8 @@ class MassAlarm:
         self.warn_share, self.error_share, self.min_questions = warn_share, error_share, min_questions
         self.questions = 0
         self.low = 0
+        #: questions whose reply had neither word among its alternatives (no counted token at all)
+        self.missing = 0
         self._warned = False
         self._lock = threading.Lock()  # record() is called from the threads of overlapping requests
 
@@ -113,14 +115,16 @@ class MassAlarm:
         return self.low / self.questions if self.questions else 0.0
 
     def counts(self) -> dict:
-        return {"yes_no_questions": self.questions, "yes_no_low_mass": self.low,
+        return {"yes_no_questions": self.questions, "yes_no_low_mass": self.low, "yes_no_missing": self.missing,
                 "yes_no_low_mass_share": round(self.share, 4)}
 
     def record(self, results: Sequence[YesNo]) -> None:
         low = sum(1 for r in results if r.p_yes + r.p_no < self.low_mass)
+        missing = sum(1 for r in results if not r.parts and r.p_yes + r.p_no == 0)
         with self._lock:
             self.questions += len(results)
             self.low += low
+            self.missing += missing
             warn = not self._warned and self.questions and self.share >= self.warn_share
             self._warned = self._warned or bool(warn)
         if warn:
@@ -129,7 +133,13 @@ class MassAlarm:
                         self.model, self.low_mass, self.low, self.questions, 100 * self.share)
 
     def check(self) -> None:
-        """Raise YesNoMassError when (nearly) all recorded questions have low mass."""
+        """Raise YesNoMassError when (nearly) all recorded questions have low mass, or when most
+        replies carry neither word among their alternatives."""
+        if self.questions >= self.min_questions and self.missing * 2 > self.questions:
+            raise YesNoMassError(
+                f"{self.model}: {self.missing} of {self.questions} yes/no replies have neither yes nor no "
+                "among their top alternatives (the labeler does not answer yes/no, or the server returns "
+                "token ids): its verdicts would be meaningless")
         if self.questions >= self.min_questions and self.share >= self.error_share:
             raise YesNoMassError(
                 f"{self.model}: P(yes)+P(no) < {self.low_mass:g} on {self.low} of {self.questions} yes/no "

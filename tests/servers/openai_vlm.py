@@ -17,7 +17,14 @@ are reproducible), or, with `logprobs` + `max_tokens=1`, the greedy first token 
 Faults are scripted by the test: `server.faults.push(...)` queues one-shot faults consumed by the
 next requests in order; `server.faults.always = fault` applies one to every request.
 `server.requests` records every request (headers that matter, the JSON body, arrival time).
-`OpenAIVLMServer(backend, max_model_len=64)` refuses a request whose prompt tokens + `max_tokens`
+As vLLM's server does (vllm/entrypoints/openai/serving_chat.py, serving_engine.py, protocol.py):
+another model name gets 404 "The model `x` does not exist."; a sampling field the request leaves
+out takes the model's generation-config default (`generation_config=` or the model's
+`generation_config.to_diff_dict()`, vLLM's `--generation-config auto`); sample j of n is seeded
+seed + j (vllm/v1/engine/parallel_sampling.py); logprobs are clamped at -9999.0 and alternatives are
+the served tokenizer's decoded texts; `usage` counts real tokens; `/health` is 503 while
+`server.ready` is False (and so are completions). `server.sampled` logs each child's effective
+parameters. `OpenAIVLMServer(backend, max_model_len=64)` refuses a request whose prompt tokens + `max_tokens`
 exceed 64 with vLLM's HTTP 400 ("This model's maximum context length is 64 tokens. However, you
 requested …").
 """
@@ -77,8 +84,9 @@ def tiny_vlm_backend(seed: int = 0, answer_bias: float = 3.0, name: str = "tiny-
 class Fault:
     """What the server does to one request instead of (or before) answering it."""
 
-    kind: str  # status | sleep | malformed | model | no_logprobs
+    kind: str  # status | empty | sleep | malformed | model | no_logprobs
     status: int = 500
+    message: str = ""
     headers: dict = field(default_factory=dict)
     seconds: float = 0.0
     model: str | None = None
@@ -86,6 +94,16 @@ class Fault:
     @classmethod
     def http(cls, status: int = 500, **headers: str) -> "Fault":
         return cls("status", status=status, headers={k.replace("_", "-"): v for k, v in headers.items()})
+
+    @classmethod
+    def permanent(cls, status: int, message: str) -> "Fault":
+        """An error with a server's own message (llama.cpp's 500 "image input is not supported ...")."""
+        return cls("status", status=status, message=message)
+
+    @classmethod
+    def empty(cls, status: int = 500) -> "Fault":
+        """An error status with an empty body (a proxy or a crashed worker)."""
+        return cls("empty", status=status)
 
     @classmethod
     def rate_limit(cls, retry_after: float = 1) -> "Fault":
@@ -203,9 +221,19 @@ def _error(status: int, message: str, headers: dict | None = None) -> JSONRespon
 class OpenAIVLMServer:
     """The FastAPI app plus the test's handles on it (faults, request log)."""
 
+    #: the generation-config fields vLLM turns into default sampling parameters
+    DEFAULTED = ("temperature", "top_p", "top_k", "repetition_penalty", "min_p")
+
     def __init__(self, backend: HFBackend, *, model_name: str = "tiny-vlm", api_key: str | None = None,
-                 max_model_len: int | None = None):
+                 max_model_len: int | None = None, generation_config: dict | None = None):
         self.engine = TinyVLMEngine(backend)
+        if generation_config is None:
+            config = getattr(backend.model, "generation_config", None)
+            generation_config = config.to_diff_dict() if config is not None else {}
+        self.defaults = {k: v for k, v in generation_config.items() if k in self.DEFAULTED}
+        self.ready = True
+        self.tokens_as_ids = False  # vLLM's --return-tokens-as-token-ids: tokens come back as "token_id:N"
+        self.sampled: list[dict] = []
         self.max_model_len = max_model_len
         self.model_name = model_name
         self.api_key = api_key
@@ -225,6 +253,10 @@ class OpenAIVLMServer:
             return {"object": "list", "data": [{"id": self.model_name, "object": "model", "created": 0,
                                                 "owned_by": "tests"}]}
 
+        @app.get("/health")
+        async def health():
+            return Response(status_code=200 if self.ready else 503)
+
         @app.post("/v1/chat/completions")
         async def chat_completions(request: Request):
             arrived = time.monotonic()
@@ -235,6 +267,10 @@ class OpenAIVLMServer:
             self.requests.append({"t": arrived, "authorized": self._authorised(request), "body": body})
             if not self._authorised(request):
                 return _error(401, "Incorrect API key provided.")
+            if not self.ready:
+                return _error(503, "Service Unavailable")
+            if body.get("model") != self.model_name:  # serving_engine._check_model
+                return _error(404, f"The model `{body.get('model')}` does not exist.")
             self.in_flight += 1  # one event loop: no lock needed
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
             try:
@@ -250,7 +286,9 @@ class OpenAIVLMServer:
         drop_logprobs = False
         if fault is not None:
             if fault.kind == "status":
-                return _error(fault.status, f"scripted fault {fault.status}", headers=fault.headers)
+                return _error(fault.status, fault.message or f"scripted fault {fault.status}", headers=fault.headers)
+            if fault.kind == "empty":
+                return Response(content=b"", status_code=fault.status)
             if fault.kind == "sleep":
                 await asyncio.sleep(fault.seconds)
             elif fault.kind == "malformed":
@@ -261,7 +299,7 @@ class OpenAIVLMServer:
             elif fault.kind == "no_logprobs":
                 drop_logprobs = True
         try:
-            choices = await run_in_threadpool(self._choices, body)
+            choices, usage = await run_in_threadpool(self._choices, body)
         except ValueError as exc:
             return _error(400, str(exc))
         if drop_logprobs:
@@ -269,19 +307,19 @@ class OpenAIVLMServer:
                 choice["logprobs"] = None
         return {"id": f"chatcmpl-{uuid.uuid4().hex[:12]}", "object": "chat.completion",
                 "created": int(time.time()), "model": reported, "choices": choices,
-                "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}}
+                "usage": usage}
 
     def _authorised(self, request: Request) -> bool:
         return self.api_key is None or request.headers.get("authorization") == f"Bearer {self.api_key}"
 
     def _choices(self, body: dict) -> list[dict]:
-        # Any requested model name is answered; the reply reports the server's own name.
         prompt = prompt_from_messages(body.get("messages") or [])
         n = int(body.get("n") or 1)
         max_tokens = int(body.get("max_tokens") or body.get("max_completion_tokens") or 64)
-        temperature = float(body["temperature"]) if body.get("temperature") is not None else 1.0
+        extras = {**self.defaults, **{k: body[k] for k in self.DEFAULTED if body.get(k) is not None}}
+        temperature = float(extras.get("temperature", 1.0))
+        used = self.engine.prompt_tokens(prompt)
         if self.max_model_len is not None:  # vLLM's check and wording (serving_engine._validate_input)
-            used = self.engine.prompt_tokens(prompt)
             if used + max_tokens > self.max_model_len:
                 raise ValueError(f"This model's maximum context length is {self.max_model_len} tokens. However, you "
                                  f"requested {used + max_tokens} tokens ({used} in the messages, {max_tokens} in the "
@@ -295,18 +333,31 @@ class OpenAIVLMServer:
             logprobs = self.engine.first_token_logprobs(prompt)
             top = torch.topk(logprobs, min(max(k, 1), logprobs.shape[-1]))
             chosen = int(top.indices[0])
-            entry = lambda i: {"token": self.engine.token_text(int(i)), "logprob": float(logprobs[int(i)]),
+            text = (lambda i: f"token_id:{int(i)}") if self.tokens_as_ids else self.engine.token_text
+            entry = lambda i: {"token": text(i), "logprob": max(float(logprobs[int(i)]), -9999.0),
                                "bytes": list(self.engine.token_text(int(i)).encode())}
             first = entry(chosen)
             first["top_logprobs"] = [entry(i) for i in top.indices[:k].tolist()]
             return [{"index": 0, "message": {"role": "assistant", "content": first["token"]},
-                     "finish_reason": "length", "logprobs": {"content": [first]}}]
-        settings = GenerationSettings(n=n, temperature=temperature, top_p=float(body.get("top_p") or 1.0),
-                                      top_k=body.get("top_k"), max_new_tokens=max_tokens,
-                                      seed=int(body.get("seed") or 0))
-        texts = self.engine.generate(prompt, settings)
+                     "finish_reason": "length", "logprobs": {"content": [first]}}], self._usage(used, [1])
+        top_k = extras.get("top_k")
+        seed = body.get("seed")
+        texts = []
+        for j in range(n):  # vLLM fans n out into children seeded seed + j
+            child = None if seed is None else int(seed) + j
+            self.sampled.append({**extras, "seed": child, "temperature": temperature})
+            settings = GenerationSettings(n=1, temperature=temperature, top_p=float(extras.get("top_p", 1.0)),
+                                          top_k=None if top_k in (None, -1, 0) else int(top_k),
+                                          max_new_tokens=max_tokens, seed=child if child is not None else j)
+            texts += self.engine.generate(prompt, settings)
+        lengths = [len(self.engine.backend.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
         return [{"index": i, "message": {"role": "assistant", "content": text}, "finish_reason": "stop",
-                 "logprobs": None} for i, text in enumerate(texts)]
+                 "logprobs": None} for i, text in enumerate(texts)], self._usage(used, lengths)
+
+    @staticmethod
+    def _usage(prompt_tokens: int, lengths: list[int]) -> dict:
+        return {"prompt_tokens": prompt_tokens, "completion_tokens": sum(lengths),
+                "total_tokens": prompt_tokens + sum(lengths)}
 
 
 # -- running it ----------------------------------------------------------------------------------
@@ -345,11 +396,11 @@ def backend_factory(base_url: str, model: str, key_env: str, **defaults):
 
     made = []
 
-    def make(backoff_s: float = 0.05, **overrides) -> OpenAIBackend:
+    def make(backoff_s: float = 0.05, ready_timeout_s: float = 2.0, **overrides) -> OpenAIBackend:
         fields = dict(backend="openai", name_or_path=model, base_url=base_url, api_key_env=key_env, timeout_s=10.0,
                       max_retries=2, **defaults)
         fields.update(overrides)
-        backend = OpenAIBackend.from_spec(ModelSpec(**fields), backoff_s=backoff_s)
+        backend = OpenAIBackend.from_spec(ModelSpec(**fields), backoff_s=backoff_s, ready_timeout_s=ready_timeout_s)
         made.append(backend)
         return backend
 
