@@ -97,7 +97,6 @@ def test_server_faults_health_and_token_id_mode(server):
                        json={**body, "logprobs": True, "top_logprobs": 5, "temperature": 0}).json()
     tops = reply["choices"][0]["logprobs"]["content"][0]["top_logprobs"]
     assert len(tops) == 5 and all(t["token"].startswith("token_id:") for t in tops)
-    assert all(t["logprob"] >= -9999.0 for t in tops)
 
 
 # -- the client ------------------------------------------------------------------------------------
