@@ -1,0 +1,62 @@
+"""The managed-server lifecycle (rlaifv_core/models/served.py) with stdlib servers as the command:
+ready when /v1/models answers, an early exit is an error with the log's tail, the whole process group
+is gone after the block, also when the block raises."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+
+from rlaifv_core.models.served import ServerError, managed_server, render_command
+
+SERVER = f"{sys.executable} -m http.server {{port}} --bind 127.0.0.1 --directory {{model}}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_server_is_ready_then_gone_after_the_block(tmp_path):
+    (tmp_path / "v1").mkdir()
+    (tmp_path / "v1" / "models").write_text("{}")
+    import urllib.request
+
+    from rlaifv_core.models import served
+
+    with managed_server(SERVER, model=str(tmp_path), name="policy", ready_timeout_s=20) as url:
+        assert urllib.request.urlopen(url + "/models", timeout=2).status == 200
+        (pid,) = list(served._RUNNING)
+    assert not _alive(pid)  # stopped and reaped
+    assert served._RUNNING == {}
+
+
+def test_block_that_raises_still_stops_the_server(tmp_path):
+    (tmp_path / "v1").mkdir()
+    (tmp_path / "v1" / "models").write_text("{}")
+    from rlaifv_core.models import served
+
+    with pytest.raises(KeyError):
+        with managed_server(SERVER, model=str(tmp_path), name="labeler", ready_timeout_s=20):
+            (pid,) = list(served._RUNNING)
+            raise KeyError("task failed")
+    assert served._RUNNING == {}
+    with pytest.raises(ProcessLookupError):
+        os.killpg(pid, 0)
+
+
+def test_server_that_exits_early_is_an_error_with_its_log(tmp_path):
+    command = f"{sys.executable} -c \"import sys; print('no such model {{model}}'); sys.exit(3)\""
+    with pytest.raises(ServerError, match=r"exited with code 3[\s\S]*no such model /nowhere"):
+        with managed_server(command, model="/nowhere", name="policy", ready_timeout_s=20, log_dir=tmp_path):
+            pass
+
+
+def test_unknown_template_field_is_named():
+    with pytest.raises(ServerError, match=r"\{gpu\}"):
+        render_command("vllm serve {model} --port {port} --gpu {gpu}", model="m", port=1, name="n")
