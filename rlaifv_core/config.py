@@ -20,6 +20,7 @@ from pydantic import Field
 
 from .config_base import _section, _Section, apply_overrides
 from .config_checks import check_config
+from .config_serve import ServeSpec
 from .config_yaml import read_config_file
 from .eval_data import EvalData
 
@@ -74,6 +75,10 @@ class ModelSpec(_Section):
     max_retries: int = Field(4, ge=0, description="Retries on timeouts, 429 and 5xx (openai backend).")
     max_concurrency: int = Field(8, ge=1, description="Concurrent requests (openai backend).")
     batch_size: int = Field(16, ge=1, description="Prompts per forward pass (hf backend); halved on OOM.")
+    serve: ServeSpec | None = Field(
+        None, description="Run this role behind a managed server started and stopped by each stage that "
+        "uses it (then reached through the openai backend's settings: timeout_s, max_concurrency …).",
+    )
 
 
 class ModelsConfig(_Section):

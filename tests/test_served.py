@@ -60,3 +60,33 @@ def test_server_that_exits_early_is_an_error_with_its_log(tmp_path):
 def test_unknown_template_field_is_named():
     with pytest.raises(ServerError, match=r"\{gpu\}"):
         render_command("vllm serve {model} --port {port} --gpu {gpu}", model="m", port=1, name="n")
+
+
+def test_serve_section_is_validated_at_load():
+    from pydantic import ValidationError
+
+    from rlaifv_core.config import ModelSpec
+
+    spec = ModelSpec(serve={"command": "vllm serve {model} --port {port} --served-model-name {name}"})
+    assert spec.serve.ready_timeout_s == 600
+    with pytest.raises(ValidationError, match=r"\{port\}"):
+        ModelSpec(serve={"command": "vllm serve {model}"})
+    with pytest.raises(ValidationError, match=r"\{gpu\}"):
+        ModelSpec(serve={"command": "vllm serve {model} --port {port} --gpu {gpu}"})
+
+
+def test_serving_points_an_openai_spec_at_the_checkpoint_server_and_stops_it(tmp_path):
+    from rlaifv_core.config import ModelSpec
+    from rlaifv_core.models import served
+
+    (tmp_path / "v1").mkdir()
+    (tmp_path / "v1" / "models").write_text("{}")
+    policy = ModelSpec(serve={"command": SERVER, "ready_timeout_s": 20})
+    with served.serving(policy, checkpoint_dir=tmp_path) as (spec, checkpoint):
+        assert (spec.backend, spec.serve, checkpoint) == ("openai", None, None)
+        assert spec.base_url.startswith("http://127.0.0.1:") and spec.base_url.endswith("/v1")
+        assert len(served._RUNNING) == 1
+    assert served._RUNNING == {}
+    plain = ModelSpec()
+    with served.serving(plain, checkpoint_dir=tmp_path) as (spec, checkpoint):
+        assert spec is plain and checkpoint == tmp_path

@@ -17,7 +17,6 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
-import shlex
 import signal
 import socket
 import subprocess
@@ -28,28 +27,17 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from ..config_serve import ServerError, render_command  # noqa: F401 - re-exported
+
 _RUNNING: dict[int, subprocess.Popen] = {}
 _LOCK = threading.Lock()
 _HANDLERS_SET = False
-
-
-class ServerError(RuntimeError):
-    """A managed server that did not start or did not become ready."""
 
 
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as sock:
         sock.bind((host, 0))
         return sock.getsockname()[1]
-
-
-def render_command(template: str, **values) -> list[str]:
-    """The argv of a command template; an unknown {field} is an error naming it."""
-    try:
-        return [part.format(**values) for part in shlex.split(template)]
-    except KeyError as exc:
-        raise ServerError(f"serve command {template!r} names {{{exc.args[0]}}}; known: "
-                          f"{', '.join('{' + k + '}' for k in values)}") from None
 
 
 def _tail(log: Path, lines: int = 30) -> str:
@@ -153,3 +141,19 @@ def managed_server(template: str, *, model: str, name: str, ready_timeout_s: flo
         yield base_url
     finally:
         stop_server(proc, grace_s=stop_grace_s)
+
+
+@contextlib.contextmanager
+def serving(spec, checkpoint_dir=None, log_dir=None):
+    """The spec a stage opens: `spec` itself, or, with `spec.serve`, an openai-backend copy pointing at
+    a managed server on the checkpoint folder (or the spec's own model), stopped when the block ends."""
+    if spec.serve is None:
+        yield spec, checkpoint_dir
+        return
+    from .schemes import resolve_model_path
+
+    model = str(checkpoint_dir) if checkpoint_dir is not None else str(resolve_model_path(spec.name_or_path))
+    name = "rlaifv-served"
+    with managed_server(spec.serve.command, model=model, name=name, ready_timeout_s=spec.serve.ready_timeout_s,
+                        stop_grace_s=spec.serve.stop_grace_s, log_dir=log_dir) as base_url:
+        yield spec.model_copy(update=dict(backend="openai", base_url=base_url, name_or_path=name, serve=None)), None
