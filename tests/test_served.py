@@ -90,3 +90,26 @@ def test_serving_points_an_openai_spec_at_the_checkpoint_server_and_stops_it(tmp
     plain = ModelSpec()
     with served.serving(plain, checkpoint_dir=tmp_path) as (spec, checkpoint):
         assert spec is plain and checkpoint == tmp_path
+
+
+@pytest.mark.timeout(120)
+def test_sampling_through_a_managed_test_server_on_the_shapes_policy(tmp_path):
+    """The sampling stage's path: the shapes policy folder served by the test server, started by the
+    same mechanism as vLLM (`serving`), answers a chat completion, and nothing is left running."""
+    import pandas as pd
+
+    from rlaifv_core.config import ModelSpec, SamplingConfig
+    from rlaifv_core.feedback.sampling import sample_candidates
+    from rlaifv_core.models import forget_models, holding_models, open_model, served
+    from tests.reliability.conftest import png_bytes
+
+    command = f"{sys.executable} -m tests.servers.serve_folder {{model}} --port {{port}} --served-model-name {{name}}"
+    policy = ModelSpec(name_or_path="shapes:policy", serve={"command": command, "ready_timeout_s": 90})
+    prompts = pd.DataFrame({"prompt_id": ["p0"], "image": [png_bytes(0)], "question": ["describe the image ."]})
+    with holding_models("sample"), served.serving(policy) as (spec, checkpoint):
+        candidates = sample_candidates(open_model(spec, checkpoint), prompts, SamplingConfig(n=2, max_new_tokens=8))
+        pid = next(iter(served._RUNNING))
+    forget_models()
+    assert len(candidates) == 2 and candidates["answer"].map(len).gt(0).all()
+    with pytest.raises(ProcessLookupError):
+        os.killpg(pid, 0)
