@@ -113,3 +113,30 @@ def test_sampling_through_a_managed_test_server_on_the_shapes_policy(tmp_path):
     assert len(candidates) == 2 and candidates["answer"].map(len).gt(0).all()
     with pytest.raises(ProcessLookupError):
         os.killpg(pid, 0)
+
+
+def test_server_of_a_killed_process_is_reaped_by_the_next_start(tmp_path):
+    """kill -9 of the flow runs no atexit: the next start (the re-run) kills the orphaned server group."""
+    import signal
+    import subprocess
+    import time
+
+    from rlaifv_core.models import served
+
+    (tmp_path / "v1").mkdir()
+    (tmp_path / "v1" / "models").write_text("{}")
+    script = (f"from rlaifv_core.models.served import start_server\n"
+              f"url, proc, _ = start_server({SERVER!r}, model={str(tmp_path)!r}, name='p', log_dir={str(tmp_path)!r})\n"
+              f"print(proc.pid, flush=True)\nimport time; time.sleep(60)\n")
+    flow = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    server_pid = int(flow.stdout.readline())
+    os.kill(flow.pid, signal.SIGKILL)
+    flow.wait()
+    assert _alive(server_pid)  # orphaned
+    assert served.reap_orphans(tmp_path) == 1
+    deadline = time.monotonic() + 5
+    while _alive(server_pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(server_pid) or "Z" in subprocess.run(["ps", "-o", "stat=", "-p", str(server_pid)],
+                                                           capture_output=True, text=True).stdout
+    assert list((tmp_path / "rlaifv-servers").glob("*.pid")) == []

@@ -58,20 +58,59 @@ def _ready(base: str) -> bool:
     return False
 
 
+def _registry(log_dir) -> Path:
+    folder = Path(log_dir or tempfile.gettempdir()) / "rlaifv-servers"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def reap_orphans(log_dir=None) -> int:
+    """Kill the process group of every server whose starting process is gone (a flow killed with
+    SIGKILL runs no atexit); called before each start, so a re-run leaves nothing behind."""
+    reaped = 0
+    for entry in _registry(log_dir).glob("*.pid"):
+        try:
+            server, owner = (int(x) for x in entry.read_text().split())
+        except (OSError, ValueError):
+            continue
+        if _alive(owner):
+            continue
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(server, signal.SIGKILL)
+            reaped += 1
+        entry.unlink(missing_ok=True)
+    return reaped
+
+
 def stop_server(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
     """SIGTERM to the server's process group, SIGKILL after `grace_s`; idempotent."""
     with _LOCK:
         _RUNNING.pop(proc.pid, None)
+    registered = getattr(proc, "rlaifv_pidfile", None)
     if proc.poll() is not None:
+        if registered:
+            Path(registered).unlink(missing_ok=True)
         return
     for sig, wait in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, sig)
         try:
             proc.wait(timeout=wait)
-            return
+            break
         except subprocess.TimeoutExpired:
             continue
+    if registered:
+        Path(registered).unlink(missing_ok=True)
 
 
 def stop_all() -> None:
@@ -108,12 +147,16 @@ def start_server(template: str, *, model: str, name: str, ready_timeout_s: float
     argv = render_command(template, model=model, port=port, name=name, host=host)
     log = Path(log_dir or tempfile.gettempdir()) / f"rlaifv-serve-{name}-{port}.log"
     _install_handlers()
+    reap_orphans(log_dir)
     with open(log, "wb") as out:
         try:
             proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
                                     env={**os.environ, **(env or {})})
         except OSError as exc:
             raise ServerError(f"serve command for {name!r} could not start ({argv[0]}): {exc}") from None
+    pidfile = _registry(log_dir) / f"{proc.pid}.pid"
+    pidfile.write_text(f"{proc.pid} {os.getpid()}\n")
+    proc.rlaifv_pidfile = str(pidfile)
     with _LOCK:
         _RUNNING[proc.pid] = proc
     base = f"http://{host}:{port}"
