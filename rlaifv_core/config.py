@@ -20,6 +20,7 @@ from pydantic import Field
 
 from .config_base import _section, _Section, apply_overrides
 from .config_checks import check_config
+from .config_serve import ServeSpec
 from .config_yaml import read_config_file
 from .eval_data import EvalData
 
@@ -78,6 +79,10 @@ class ModelSpec(_Section):
     max_concurrency: int = Field(64, ge=1, le=4096, description="Requests in flight (openai backend); the "
                                  "labeler keeps this many questions in flight across images (docs/method.md §5).")
     batch_size: int = Field(16, ge=1, description="Prompts per forward pass (hf backend); halved on OOM.")
+    serve: ServeSpec | None = Field(
+        None, description="Run this role behind a managed server started and stopped by each stage that "
+        "uses it (then reached through the openai backend's settings: timeout_s, max_concurrency …).",
+    )
 
 
 class ModelsConfig(_Section):

@@ -13,6 +13,7 @@ from prefect import task
 
 from rlaifv_core.config import ClaimsConfig, ModelsConfig, StoreConfig
 from rlaifv_core.models import open_model
+from rlaifv_core.models.served import serving
 from rlaifv_core.store import ArtifactRef
 
 from .common import Progress, artifact_key, counts_table, holds_models, stage_cache, stage_hook, store_of
@@ -44,7 +45,8 @@ def split_and_rewrite(candidates_ref: ArtifactRef, prompts_ref: ArtifactRef, mod
     questions_by_prompt = run_store.read_table(prompts_ref).set_index("prompt_id")["question"]
     pairs = [(questions_by_prompt[p], a) for p, a in zip(candidates["prompt_id"], candidates["answer"])]
     progress = Progress(f"claims {out_path.rsplit('/', 1)[-1]}")
-    split = claims_core.split_claims(pairs, _role(models.splitter), claims, seed=seed)
+    with serving(models.splitter) as (splitter, _):
+        split = claims_core.split_claims(pairs, _role(splitter), claims, seed=seed)
     progress(len(pairs) // 2, len(pairs))
     rewritten = questions_core.rewrite_questions([r.claims for r in split], _role(models.rewriter), claims, seed=seed)
     progress(len(pairs), len(pairs))

@@ -6,6 +6,7 @@ from prefect import task
 
 from rlaifv_core.config import JudgeConfig, ModelSpec, StoreConfig
 from rlaifv_core.models import open_model
+from rlaifv_core.models.served import serving
 from rlaifv_core.store import ArtifactRef
 
 from .common import Progress, holds_models, stage_cache, stage_hook, store_of
@@ -23,7 +24,10 @@ def judge_shard(prompts_ref: ArtifactRef, claims_ref: ArtifactRef, shard: tuple[
     prompts = run_store.read_table(prompts_ref).iloc[shard[0]:shard[1]]
     claims = run_store.read_table(claims_ref)
     claims = claims[claims["prompt_id"].isin(set(prompts["prompt_id"]))]
-    backend = open_model(labeler)
-    verdicts = core.judge_candidates(backend, prompts, claims, judge, progress=Progress(f"judging {shard[0]}-{shard[1]}"))
+    with serving(labeler) as (spec, _):
+        backend = open_model(spec)
+        verdicts = core.judge_candidates(backend, prompts, claims, judge,
+                                         progress=Progress(f"judging {shard[0]}-{shard[1]}"))
+        del backend
     verdicts["labeler_id"] = labeler_fingerprint
     return run_store.write_table(out_path, verdicts, schema="verdicts")

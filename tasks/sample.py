@@ -7,6 +7,7 @@ from prefect import task
 
 from rlaifv_core.config import ModelSpec, SamplingConfig, StoreConfig
 from rlaifv_core.models import open_model
+from rlaifv_core.models.served import serving
 from rlaifv_core.store import ArtifactRef
 
 from .common import (Progress, artifact_key, counts_table, holds_models, local_checkpoint, stage_cache, stage_hook,
@@ -24,10 +25,12 @@ def sample_shard(prompts_ref: ArtifactRef, shard: tuple[int, int], policy: Model
 
     run_store = store_of(store)
     prompts = run_store.read_table(prompts_ref).iloc[shard[0]:shard[1]]
-    backend = open_model(policy, local_checkpoint(store, policy_checkpoint))
     counts: dict = {}
-    candidates = core.sample_candidates(backend, prompts, sampling, progress=Progress(f"sampling {shard[0]}-{shard[1]}"),
-                                        counts=counts)
+    with serving(policy, local_checkpoint(store, policy_checkpoint)) as (spec, checkpoint):
+        backend = open_model(spec, checkpoint)
+        candidates = core.sample_candidates(backend, prompts, sampling,
+                                            progress=Progress(f"sampling {shard[0]}-{shard[1]}"), counts=counts)
+        del backend
     candidates["policy_id"] = policy_fingerprint
     ref = run_store.write_table(out_path, candidates, schema="candidates")
     counts_table(artifact_key(store.run_name, out_path, "counts"), "sample", counts)

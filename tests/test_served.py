@@ -1,0 +1,142 @@
+"""The managed-server lifecycle (rlaifv_core/models/served.py) with stdlib servers as the command:
+ready when /v1/models answers, an early exit is an error with the log's tail, the whole process group
+is gone after the block, also when the block raises."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+
+from rlaifv_core.models.served import ServerError, managed_server, render_command
+
+SERVER = f"{sys.executable} -m http.server {{port}} --bind 127.0.0.1 --directory {{model}}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_server_is_ready_then_gone_after_the_block(tmp_path):
+    (tmp_path / "v1").mkdir()
+    (tmp_path / "v1" / "models").write_text("{}")
+    import urllib.request
+
+    from rlaifv_core.models import served
+
+    with managed_server(SERVER, model=str(tmp_path), name="policy", ready_timeout_s=20) as url:
+        assert urllib.request.urlopen(url + "/models", timeout=2).status == 200
+        (pid,) = list(served._RUNNING)
+    assert not _alive(pid)  # stopped and reaped
+    assert served._RUNNING == {}
+
+
+def test_block_that_raises_still_stops_the_server(tmp_path):
+    (tmp_path / "v1").mkdir()
+    (tmp_path / "v1" / "models").write_text("{}")
+    from rlaifv_core.models import served
+
+    with pytest.raises(KeyError):
+        with managed_server(SERVER, model=str(tmp_path), name="labeler", ready_timeout_s=20):
+            (pid,) = list(served._RUNNING)
+            raise KeyError("task failed")
+    assert served._RUNNING == {}
+    with pytest.raises(ProcessLookupError):
+        os.killpg(pid, 0)
+
+
+def test_server_that_exits_early_is_an_error_with_its_log(tmp_path):
+    command = f"{sys.executable} -c \"import sys; print('no such model {{model}}'); sys.exit(3)\""
+    with pytest.raises(ServerError, match=r"exited with code 3[\s\S]*no such model /nowhere"):
+        with managed_server(command, model="/nowhere", name="policy", ready_timeout_s=20, log_dir=tmp_path):
+            pass
+
+
+def test_unknown_template_field_is_named():
+    with pytest.raises(ServerError, match=r"\{gpu\}"):
+        render_command("vllm serve {model} --port {port} --gpu {gpu}", model="m", port=1, name="n")
+
+
+def test_serve_section_is_validated_at_load():
+    from pydantic import ValidationError
+
+    from rlaifv_core.config import ModelSpec
+
+    spec = ModelSpec(serve={"command": "vllm serve {model} --port {port} --served-model-name {name}"})
+    assert spec.serve.ready_timeout_s == 600
+    with pytest.raises(ValidationError, match=r"\{port\}"):
+        ModelSpec(serve={"command": "vllm serve {model}"})
+    with pytest.raises(ValidationError, match=r"\{gpu\}"):
+        ModelSpec(serve={"command": "vllm serve {model} --port {port} --gpu {gpu}"})
+
+
+def test_serving_points_an_openai_spec_at_the_checkpoint_server_and_stops_it(tmp_path):
+    from rlaifv_core.config import ModelSpec
+    from rlaifv_core.models import served
+
+    (tmp_path / "v1").mkdir()
+    (tmp_path / "v1" / "models").write_text("{}")
+    policy = ModelSpec(serve={"command": SERVER, "ready_timeout_s": 20})
+    with served.serving(policy, checkpoint_dir=tmp_path) as (spec, checkpoint):
+        assert (spec.backend, spec.serve, checkpoint) == ("openai", None, None)
+        assert spec.base_url.startswith("http://127.0.0.1:") and spec.base_url.endswith("/v1")
+        assert len(served._RUNNING) == 1
+    assert served._RUNNING == {}
+    plain = ModelSpec()
+    with served.serving(plain, checkpoint_dir=tmp_path) as (spec, checkpoint):
+        assert spec is plain and checkpoint == tmp_path
+
+
+@pytest.mark.timeout(120)
+def test_sampling_through_a_managed_test_server_on_the_shapes_policy(tmp_path):
+    """The sampling stage's path: the shapes policy folder served by the test server, started by the
+    same mechanism as vLLM (`serving`), answers a chat completion, and nothing is left running."""
+    import pandas as pd
+
+    from rlaifv_core.config import ModelSpec, SamplingConfig
+    from rlaifv_core.feedback.sampling import sample_candidates
+    from rlaifv_core.models import forget_models, holding_models, open_model, served
+    from tests.reliability.conftest import png_bytes
+
+    command = f"{sys.executable} -m tests.servers.serve_folder {{model}} --port {{port}} --served-model-name {{name}}"
+    policy = ModelSpec(name_or_path="shapes:policy", serve={"command": command, "ready_timeout_s": 90})
+    prompts = pd.DataFrame({"prompt_id": ["p0"], "image": [png_bytes(0)], "question": ["describe the image ."]})
+    with holding_models("sample"), served.serving(policy) as (spec, checkpoint):
+        candidates = sample_candidates(open_model(spec, checkpoint), prompts, SamplingConfig(n=2, max_new_tokens=8))
+        pid = next(iter(served._RUNNING))
+    forget_models()
+    assert len(candidates) == 2 and candidates["answer"].map(len).gt(0).all()
+    with pytest.raises(ProcessLookupError):
+        os.killpg(pid, 0)
+
+
+def test_server_of_a_killed_process_is_reaped_by_the_next_start(tmp_path):
+    """kill -9 of the flow runs no atexit: the next start (the re-run) kills the orphaned server group."""
+    import signal
+    import subprocess
+    import time
+
+    from rlaifv_core.models import served
+
+    (tmp_path / "v1").mkdir()
+    (tmp_path / "v1" / "models").write_text("{}")
+    script = (f"from rlaifv_core.models.served import start_server\n"
+              f"url, proc, _ = start_server({SERVER!r}, model={str(tmp_path)!r}, name='p', log_dir={str(tmp_path)!r})\n"
+              f"print(proc.pid, flush=True)\nimport time; time.sleep(60)\n")
+    flow = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    server_pid = int(flow.stdout.readline())
+    os.kill(flow.pid, signal.SIGKILL)
+    flow.wait()
+    assert _alive(server_pid)  # orphaned
+    assert served.reap_orphans(tmp_path) == 1
+    deadline = time.monotonic() + 5
+    while _alive(server_pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(server_pid) or "Z" in subprocess.run(["ps", "-o", "stat=", "-p", str(server_pid)],
+                                                           capture_output=True, text=True).stdout
+    assert list((tmp_path / "rlaifv-servers").glob("*.pid")) == []
