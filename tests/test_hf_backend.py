@@ -70,3 +70,35 @@ def test_pickle_only_checkpoint_is_refused(tmp_path):
     (tmp_path / "pytorch_model.bin").write_bytes(b"not really")
     with pytest.raises(ValueError, match="safetensors"):
         HFBackend.from_spec(ModelSpec(name_or_path=str(tmp_path)))
+
+
+def test_threads_sharing_a_backend_take_turns_and_get_their_own_answers(tiny_backend, monkeypatch):
+    """Concurrent shards share one labeler; its tokenizer's padding is state each call sets, so two
+    encodes at once could swap settings (an unpadded batch). Calls take turns; verdicts equal the
+    sequential ones."""
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    image = ShapesWorld().scenes(3, 1)[0].render()
+    question_sets = [["is there a red circle ?"], ["is there a blue square ?", "is there a green triangle ?"]] * 3
+    expected = [tiny_backend.yes_no(image, qs) for qs in question_sets]
+    inside, most, guard = [0], [0], threading.Lock()
+    real_encode = type(tiny_backend).encode
+
+    def slow_encode(self, *args, **kwargs):
+        with guard:
+            inside[0] += 1
+            most[0] = max(most[0], inside[0])
+        time.sleep(0.02)  # widen the window a second thread would need
+        try:
+            return real_encode(self, *args, **kwargs)
+        finally:
+            with guard:
+                inside[0] -= 1
+
+    monkeypatch.setattr(type(tiny_backend), "encode", slow_encode)
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda qs: tiny_backend.yes_no(image, qs), question_sets))
+    assert most[0] == 1
+    assert [[(v.p_yes, v.p_no) for v in r] for r in got] == [[(v.p_yes, v.p_no) for v in r] for r in expected]

@@ -100,7 +100,8 @@ def test_through_a_batching_engine_overlapped_images_fill_the_batches():
     from rlaifv_core.backends.openai_api import OpenAIBackend
 
     prompts, claims = _workload(8, answers=4, claims=2)  # 8 questions per image
-    engine = BatchingEngine(capacity=32, step_s=0.1, image_prefill_s=0.02, gather_s=0.02)
+    # gather_s: room for the client to send a whole window on a loaded machine (0.02 s was flaky there)
+    engine = BatchingEngine(capacity=32, step_s=0.1, image_prefill_s=0.02, gather_s=0.1)
     base_url, stop = serve_in_thread(engine.app)
     results = {}
     try:

@@ -18,9 +18,11 @@ budget exceed the model's context raises `PromptTooLong` before any work (backen
 from __future__ import annotations
 
 import copy
+import functools
 import inspect
 import logging
 import os
+import threading
 from pathlib import Path
 from typing import Sequence
 
@@ -72,6 +74,17 @@ def pick_dtype(requested: str, device: torch.device) -> torch.dtype:
     return torch.float32
 
 
+def _one_call_at_a_time(method):
+    """One public call per backend at a time: a fast tokenizer's padding is state every call sets, so
+    concurrent shards sharing one labeler got each other's (an unpadded batch, "Unable to create tensor")."""
+    @functools.wraps(method)
+    def call(self, *args, **kwargs):
+        with self._calls:
+            return method(self, *args, **kwargs)
+
+    return call
+
+
 class HFBackend(Backend):
     """A transformers model (vision-language or text-only) in this process."""
 
@@ -93,6 +106,7 @@ class HFBackend(Backend):
         self.context = context_length(model.config, self.tokenizer)  # tokens; None: unknown (lengths.py)
         #: counted low P(yes)+P(no) questions (logged past a share; the judge stage raises on nearly all)
         self.yes_no_alarm = MassAlarm(name)
+        self._calls = threading.RLock()
 
     @property
     def yes_no_ids(self) -> tuple[list[int], list[int]]:
@@ -180,6 +194,7 @@ class HFBackend(Backend):
             yield start, items[start:start + size]
 
     # -- generation -----------------------------------------------------------------------------
+    @_one_call_at_a_time
     @torch.inference_mode()
     def generate(self, prompts: Sequence[VisualPrompt], settings: GenerationSettings,
                  seeds: Sequence[int] | None = None) -> list[list[str]]:
@@ -284,6 +299,7 @@ class HFBackend(Backend):
         probs = logits.float().softmax(-1)[:, ids].tolist()
         return [tally(zip(texts, row)) for row in probs]
 
+    @_one_call_at_a_time
     @torch.inference_mode()
     def yes_no(self, image: Image.Image | None, questions: Sequence[str]) -> list[YesNo]:
         """P(yes) vs P(no) of the first answer token (the template's yes/no forms, softmax over the
@@ -336,6 +352,7 @@ class HFBackend(Backend):
         full = self.encode([full_text], [image])
         return int((prefix["input_ids"] == image_token).sum()) == int((full["input_ids"] == image_token).sum())
 
+    @_one_call_at_a_time
     @torch.inference_mode()
     def yes_no_reference(self, image: Image.Image | None, questions: Sequence[str], batched: bool = False) -> list[YesNo]:
         """The original's way: one greedy one-token `generate` per question (batched=False), or a
@@ -356,6 +373,7 @@ class HFBackend(Backend):
         return results
 
     # -- log-probabilities of given answers ----------------------------------------------------------
+    @_one_call_at_a_time
     @torch.inference_mode()
     def answer_logprobs(self, prompts: Sequence[VisualPrompt], answers: Sequence[str]) -> list[list[float]]:
         """Per-token log π(y_t | x, y_<t) over the answer's tokens (the template's end-of-turn
@@ -371,12 +389,14 @@ class HFBackend(Backend):
                 out.append(row[mask.bool()].tolist())
         return out
 
+    @_one_call_at_a_time
     def encode_with_answers(self, prompts: Sequence[VisualPrompt], answers: Sequence[str]):
         prompts = [VisualPrompt(p.image, self.clean(p.question)) for p in prompts]
         answers = [self.clean(a) for a in answers]
         return encode_with_answers(self.processor, prompts, answers, self.device, self.is_vlm, name=self.name)
 
     # -- text chat (splitter / rewriter roles) ----------------------------------------------------
+    @_one_call_at_a_time
     @torch.inference_mode()
     def chat(self, messages: list[dict], *, temperature: float = 0.0, top_p: float = 1.0,
              max_new_tokens: int = 512, seed: int = 0) -> ChatReply:

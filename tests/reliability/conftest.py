@@ -82,9 +82,12 @@ def read_artifacts() -> list:
     """Every artifact on the current Prefect API (latest versions and history)."""
     from prefect.client.orchestration import get_client
 
-    async def fetch():
+    async def fetch():  # page through: the API returns at most PREFECT_API_DEFAULT_LIMIT (200) per call,
+        found = []      # and the package's shared server holds more than that by the end of the suite
         async with get_client() as client:
-            return await client.read_artifacts()
+            while page := await client.read_artifacts(offset=len(found), limit=200):
+                found += page
+        return found
 
     return asyncio.run(fetch())
 

@@ -39,12 +39,18 @@ def _prefect_records() -> dict[str, str]:
     states), logs, block documents (secrets included), variables; as JSON text by kind."""
     from prefect.client.orchestration import get_client
 
+    async def every(read):  # a read returns at most 200 records: page through all of them (a leak
+        found = []          # in the 201st log line must not pass unseen)
+        while page := await read(offset=len(found), limit=200):
+            found += page
+        return found
+
     async def fetch():
         async with get_client() as client:
-            artifacts = await client.read_artifacts()
-            flow_runs = await client.read_flow_runs()
-            task_runs = await client.read_task_runs()
-            logs = await client.read_logs()
+            artifacts = await every(client.read_artifacts)
+            flow_runs = await every(client.read_flow_runs)
+            task_runs = await every(client.read_task_runs)
+            logs = await every(client.read_logs)
             blocks = await client.read_block_documents(include_secrets=True)
             variables = await client.read_variables()
             return {"artifacts": artifacts, "flow_runs": flow_runs, "task_runs": task_runs, "logs": logs,
