@@ -10,6 +10,7 @@ from prefect import task
 
 from rlaifv_core.config import ClaimsConfig, JudgeConfig, ModelsConfig, PairsConfig, SamplingConfig, StoreConfig
 from rlaifv_core.models import open_model
+from rlaifv_core.models.served import serving
 from rlaifv_core.store import ArtifactRef
 
 from .claims import CLAIM_MODULES, _role
@@ -35,10 +36,12 @@ def resample_corrections(prompts_ref: ArtifactRef, candidates_ref: ArtifactRef, 
               .merge(run_store.read_table(claims_ref), on=keys, validate="one_to_one")
               .merge(run_store.read_table(verdicts_ref).drop(columns=["labeler_id"], errors="ignore"), on=keys,
                      validate="one_to_one"))
-    policy = open_model(models.policy, local_checkpoint(store, policy_checkpoint))
-    frame, counts = core.resample_corrections(
-        scored, run_store.read_table(prompts_ref), policy, _role(models.splitter), _role(models.rewriter),
-        open_model(models.labeler), claims, judge, sampling, k=pairs.resample_k, seed=seed)
+    policy = open_model(models.policy, local_checkpoint(store, policy_checkpoint))  # hf only (config check)
+    # the continuations are split and judged by the very roles the claims and judge stages use, served alike
+    with serving(models.splitter) as (splitter, _), serving(models.labeler) as (labeler, _):
+        frame, counts = core.resample_corrections(
+            scored, run_store.read_table(prompts_ref), policy, _role(splitter), _role(models.rewriter),
+            open_model(labeler), claims, judge, sampling, k=pairs.resample_k, seed=seed)
     ref = run_store.write_table(out_path, frame, schema="corrections")
     counts_table(artifact_key(store.run_name, out_path, "counts"), "resample", counts)
     return ref, counts
