@@ -78,16 +78,23 @@ def tiny_config(store: Path, model_dir: Path, *more: str, run: str = "t"):
     return load_config(ROOT / "configs" / "shapes.yaml", tiny_overrides(store, model_dir, *more, run=run))
 
 
+async def every_record(read) -> list:
+    """All records of a Prefect client read (`client.read_logs`, …), page by page: the API returns at
+    most PREFECT_API_DEFAULT_LIMIT (200) per call, and the package's shared server holds more by the
+    end of the suite (a leak in the 201st log line must not pass unseen)."""
+    found = []
+    while page := await read(offset=len(found), limit=200):
+        found += page
+    return found
+
+
 def read_artifacts() -> list:
     """Every artifact on the current Prefect API (latest versions and history)."""
     from prefect.client.orchestration import get_client
 
-    async def fetch():  # page through: the API returns at most PREFECT_API_DEFAULT_LIMIT (200) per call,
-        found = []      # and the package's shared server holds more than that by the end of the suite
+    async def fetch():
         async with get_client() as client:
-            while page := await client.read_artifacts(offset=len(found), limit=200):
-                found += page
-        return found
+            return await every_record(client.read_artifacts)
 
     return asyncio.run(fetch())
 

@@ -22,7 +22,7 @@ from rlaifv_core.images import BadImage, fetch_image, load_image_bytes
 from tests.helpers import free_port
 from tests.servers.openai_vlm import Fault, OpenAIVLMServer, serve_in_thread, tiny_vlm_backend
 
-from .conftest import ROOT, bomb_png, moto_server, png_bytes, tiny_config
+from .conftest import ROOT, bomb_png, every_record, moto_server, png_bytes, tiny_config
 
 OPENAI_MARK = "sk-MARKER-openai-c0ffee-4b1d"
 AWS_MARK = "MARKER-aws-secret-d15ea5e-77"
@@ -39,18 +39,12 @@ def _prefect_records() -> dict[str, str]:
     states), logs, block documents (secrets included), variables; as JSON text by kind."""
     from prefect.client.orchestration import get_client
 
-    async def every(read):  # a read returns at most 200 records: page through all of them (a leak
-        found = []          # in the 201st log line must not pass unseen)
-        while page := await read(offset=len(found), limit=200):
-            found += page
-        return found
-
     async def fetch():
         async with get_client() as client:
-            artifacts = await every(client.read_artifacts)
-            flow_runs = await every(client.read_flow_runs)
-            task_runs = await every(client.read_task_runs)
-            logs = await every(client.read_logs)
+            artifacts = await every_record(client.read_artifacts)
+            flow_runs = await every_record(client.read_flow_runs)
+            task_runs = await every_record(client.read_task_runs)
+            logs = await every_record(client.read_logs)
             blocks = await client.read_block_documents(include_secrets=True)
             variables = await client.read_variables()
             return {"artifacts": artifacts, "flow_runs": flow_runs, "task_runs": task_runs, "logs": logs,
