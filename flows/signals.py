@@ -26,6 +26,7 @@ import time
 from typing import Callable
 
 GRACE_S = 5.0
+SERVER_STARTUP_S = 120  # seconds to wait for the temporary API server to answer /health
 EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
 ROOT_RUNS: list = []  # the top-level flow run ids of the runs this process holds (flows/lock.py adds them)
 _signalled: dict[str, int] = {}
@@ -36,7 +37,7 @@ _noting = threading.Lock()
 def _own_session_server():
     """Prefect's temporary server, started in its own session; None when an API URL is configured."""
     from prefect.server.api.server import SubprocessASGIServer
-    from prefect.settings import PREFECT_API_URL
+    from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS
 
     if PREFECT_API_URL.value():
         return None
@@ -57,8 +58,21 @@ def _own_session_server():
     server = SubprocessASGIServer._instances.get(None)
     if server is None:  # registered where Prefect's clients look for the temporary server
         server = OwnSessionServer()
-        server.start()
+        # Prefect's 20 s default is too short for a cold start on a loaded 2-core machine (CI timed
+        # out once at 20 s while the test suite's own server was busy); a larger setting still wins.
+        server.start(timeout=max(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value(), SERVER_STARTUP_S))
     return server
+
+
+def _send_queued_logs_and_events() -> None:
+    """Send what Prefect's background workers still hold while the server is up. Left to their own
+    exit hooks, they ran after the server had stopped and retried for a minute before printing
+    `--- Error logging to API ---`."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    APILogWorker.drain_all(timeout=10)
+    EventsWorker.drain_all(timeout=10)
 
 
 def _die_with_parent() -> None:  # in the server's child process, before exec (Linux)
@@ -168,4 +182,5 @@ def run_main(main: Callable[[], object]) -> None:
         if "code" in _signalled:
             _finish(_signalled["code"], server, "unwound")
         if server is not None:
+            _send_queued_logs_and_events()
             server.stop()

@@ -93,9 +93,10 @@ def test_serving_points_an_openai_spec_at_the_checkpoint_server_and_stops_it(tmp
 
 
 @pytest.mark.timeout(120)
-def test_sampling_through_a_managed_test_server_on_the_shapes_policy(tmp_path):
-    """The sampling stage's path: the shapes policy folder served by the test server, started by the
-    same mechanism as vLLM (`serving`), answers a chat completion, and nothing is left running."""
+def test_sampling_through_a_managed_test_server_on_a_tiny_llava(tmp_path, tiny_model_dir):
+    """The sampling stage's path: a tiny LLaVA folder served by the test server, started by the same
+    mechanism as vLLM (`serving`), answers a chat completion, and nothing is left running. (Not the
+    shapes policy: building its bootstrap takes minutes on a fresh cache, as in CI.)"""
     import pandas as pd
 
     from rlaifv_core.config import ModelSpec, SamplingConfig
@@ -104,7 +105,7 @@ def test_sampling_through_a_managed_test_server_on_the_shapes_policy(tmp_path):
     from tests.reliability.conftest import png_bytes
 
     command = f"{sys.executable} -m tests.servers.serve_folder {{model}} --port {{port}} --served-model-name {{name}}"
-    policy = ModelSpec(name_or_path="shapes:policy", serve={"command": command, "ready_timeout_s": 90})
+    policy = ModelSpec(name_or_path=str(tiny_model_dir), serve={"command": command, "ready_timeout_s": 90})
     prompts = pd.DataFrame({"prompt_id": ["p0"], "image": [png_bytes(0)], "question": ["describe the image ."]})
     with holding_models("sample"), served.serving(policy) as (spec, checkpoint):
         candidates = sample_candidates(open_model(spec, checkpoint), prompts, SamplingConfig(n=2, max_new_tokens=8))
