@@ -116,8 +116,9 @@ def test_client_seeds_never_overlap_across_prompts_and_samples(server, make):
     assert len(seeds) == 12 and len(set(seeds)) == 12
 
 
-@pytest.mark.parametrize("fault", [Fault.http(501), Fault.permanent(500, LLAMA_CPP_NO_MMPROJ), Fault.http(422)],
-                         ids=["501", "llama.cpp-no-mmproj-500", "422"])
+@pytest.mark.parametrize("fault", [Fault.http(501), Fault.permanent(500, LLAMA_CPP_NO_MMPROJ),
+                                   Fault.permanent(500, "Only one completion choice is allowed"), Fault.http(422)],
+                         ids=["501", "llama.cpp-no-mmproj-500", "llama.cpp-n-above-1-500", "422"])
 def test_client_does_not_retry_permanent_errors(server, make, fault):
     """Old client: 501 and every 500 were retried (max_retries=2: three requests and the backoff)."""
     server.faults.always = fault

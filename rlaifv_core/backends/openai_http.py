@@ -23,13 +23,9 @@ import math
 import time
 
 #: substrings (lower case) of server error messages that retrying cannot fix
-PERMANENT_MESSAGES = (
-    "image input is not supported",   # llama.cpp without --mmproj
-    "mmproj",
+PERMANENT_MESSAGES = (  # only messages read in a server's source (above): a broad match would skip real retries
+    "image input is not supported",           # llama.cpp without --mmproj
     "only one completion choice is allowed",  # llama.cpp, n > 1
-    "multimodal is not supported",
-    "not implemented",
-    "notimplementederror",
 )
 
 
