@@ -368,3 +368,17 @@ def test_pairs_load_from_s3(tmp_path, monkeypatch):
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_dpo_metrics_are_run_means_of_trls_logs_with_the_last_log_beside_them():
+    """A step metric is the mean over every log (each log averages `logging_steps` batches); the last
+    log alone, what the summary showed before, is kept as `last/<key>`."""
+    from rlaifv_core.training.run import final_metrics
+
+    history = [{"loss": 0.7, "rewards/accuracies": 0.25, "epoch": 0.5, "learning_rate": 1e-4},
+               {"loss": 0.5, "rewards/accuracies": 1.0, "epoch": 1.0, "learning_rate": 5e-5},
+               {"train_loss": 0.6, "train_runtime": 3.0, "epoch": 1.0}]
+    metrics = final_metrics(history)
+    assert metrics["rewards/accuracies"] == pytest.approx(0.625) and metrics["last/rewards/accuracies"] == 1.0
+    assert metrics["loss"] == pytest.approx(0.6) and metrics["last/loss"] == 0.5
+    assert (metrics["epoch"], metrics["learning_rate"], metrics["train_loss"]) == (1.0, 5e-5, 0.6)

@@ -272,15 +272,26 @@ def _checkpoint_epoch(path: Path) -> float | None:
         return None
 
 
-METRIC_KEYS = ("loss", "rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins",
-               "logps/chosen", "logps/rejected", "learning_rate", "epoch", "train_loss", "train_runtime")
+STEP_METRIC_KEYS = ("loss", "rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins",
+                    "logps/chosen", "logps/rejected")
+RUN_METRIC_KEYS = ("learning_rate", "epoch", "train_loss", "train_runtime")
 
 
 def final_metrics(history: list[dict]) -> dict[str, float]:
-    """The last logged value of each DPO metric (TRL's logs), plus the run summary."""
+    """The DPO run's metrics from TRL's logs. A step metric (loss, rewards/…, logps/…) is its mean over
+    every log of the run, and `last/<key>` its last log: each log averages only the `logging_steps`
+    batches before it, so the last one alone is a few pairs' worth of noise. The run's own values
+    (learning rate, epoch, train_loss, runtime) are their last logged values."""
+    logged: dict[str, list[float]] = {}
     metrics: dict[str, float] = {}
     for entry in history:
-        for key in METRIC_KEYS:
-            if key in entry and isinstance(entry[key], (int, float)):
+        for key in STEP_METRIC_KEYS:
+            if isinstance(entry.get(key), (int, float)):
+                logged.setdefault(key, []).append(float(entry[key]))
+        for key in RUN_METRIC_KEYS:
+            if isinstance(entry.get(key), (int, float)):
                 metrics[key] = float(entry[key])
+    for key, values in logged.items():
+        metrics[key] = sum(values) / len(values)
+        metrics[f"last/{key}"] = values[-1]
     return metrics
