@@ -46,6 +46,23 @@ def prefect_server():
 
 
 @pytest.fixture()
+def logging_handlers_restored():
+    """Every logger's handlers as they were before the test. A flow run inside `capfd` lets Prefect
+    configure its console handler on pytest's capture file, which is closed after the test: later
+    tests then failed with "I/O operation on closed file" when Prefect logged."""
+    import logging
+
+    def loggers():
+        return [logging.getLogger(), *(value for value in logging.Logger.manager.loggerDict.values()
+                                       if isinstance(value, logging.Logger))]
+
+    saved = {logger: list(logger.handlers) for logger in loggers()}
+    yield
+    for logger in loggers():
+        logger.handlers = saved.get(logger, [])
+
+
+@pytest.fixture()
 def tiny_backend(tiny_model_dir):
     from rlaifv_core.config import ModelSpec
 

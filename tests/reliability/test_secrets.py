@@ -76,7 +76,7 @@ def _capture_every_log_record(monkeypatch) -> list[str]:
 
 @pytest.mark.timeout(300)
 def test_api_keys_never_reach_the_store_the_database_artifacts_or_logs(prefect_api, tmp_path, tiny_model_dir,
-                                                                         monkeypatch, capfd):
+                                                                         monkeypatch, logging_handlers_restored, capfd):
     import boto3
     import prefect.settings
     from flows.iterate import iterate
