@@ -4,9 +4,11 @@
         refs = run([(sampler_0, {"prompts_ref": p, "shard": (0, 256), ...}), ...])   # results, shard order
     trainer = gpu_guarded(train_dpo, config.scale)                # holds `concurrency("gpu")` while it runs
 
-- thread (default): the shards go to the flow's own thread task runner (`task.submit`), nothing starts.
+- thread (default): the shards go to the flow's own thread task runner (`task.submit`), nothing starts;
+  a role with `serve` gets one managed server for the stage, shared by its shards.
 - dask (prefect-dask): the cluster at `scale.dask_address`, or a LocalCluster of `scale.dask_workers`
-  processes on 127.0.0.1 (one thread each), started for the flow run and closed after it.
+  processes on 127.0.0.1 (one thread each), started for the flow run and closed after it; there each
+  shard of a role with `serve` starts its own server.
 - ray (prefect-ray): the cluster at `scale.ray_address`, or a local Ray; every shard asks Ray for
   `scale.ray_num_gpus_per_shard` GPUs.
 
@@ -23,8 +25,10 @@ import functools
 from typing import Any, Callable, Iterator
 
 from prefect import Task
+from prefect.futures import wait
 
 from rlaifv_core.config import ScaleConfig
+from rlaifv_core.models.served import shared_servers
 
 ShardRun = Callable[[list[tuple[Task, dict[str, Any]]]], list[Any]]
 
@@ -66,7 +70,9 @@ def shard_runner(scale: ScaleConfig) -> Iterator[ShardRun]:
     Must be used inside a flow run: the task runs report to it like `task.submit` does."""
     if scale.task_runner == "thread":
         def run_here(calls: list[tuple[Task, dict[str, Any]]]) -> list[Any]:
-            futures = [task.submit(**call) for task, call in calls]
+            with shared_servers():  # the stage's shards share one managed server per model (models.<role>.serve)
+                futures = [task.submit(**call) for task, call in calls]
+                wait(futures)  # every shard is done with the server before it stops, also when one failed
             return [future.result() for future in futures]
 
         yield run_here

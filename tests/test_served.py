@@ -141,3 +141,30 @@ def test_server_of_a_killed_process_is_reaped_by_the_next_start(tmp_path):
     assert not _alive(server_pid) or "Z" in subprocess.run(["ps", "-o", "stat=", "-p", str(server_pid)],
                                                            capture_output=True, text=True).stdout
     assert list((tmp_path / "rlaifv-servers").glob("*.pid")) == []
+
+
+def test_shards_of_a_stage_share_one_server_stopped_when_the_stage_ends(tmp_path):
+    """Before: every shard started (and stopped) its own server, so a stage of 60 shards started vLLM
+    60 times, and concurrent shards each claimed the GPU. Inside `shared_servers` (a stage's fan-out,
+    flows/runner.py) the shards' `serving` calls meet one server; a different model gets its own."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from rlaifv_core.config import ModelSpec
+    from rlaifv_core.models import served
+
+    for folder in ("a", "b"):
+        (tmp_path / folder / "v1").mkdir(parents=True)
+        (tmp_path / folder / "v1" / "models").write_text("{}")
+    policy = ModelSpec(serve={"command": SERVER, "ready_timeout_s": 20})
+
+    def shard(folder: str) -> str:
+        with served.serving(policy, checkpoint_dir=tmp_path / folder) as (spec, _):
+            return spec.base_url
+
+    with served.shared_servers():
+        with ThreadPoolExecutor(4) as pool:
+            urls = list(pool.map(shard, ["a", "a", "a", "b"]))
+        assert len(set(urls[:3])) == 1 and urls[3] != urls[0]
+        pids = list(served._RUNNING)
+        assert len(pids) == 2 and all(_alive(pid) for pid in pids)  # still up between the shards
+    assert served._RUNNING == {} and not any(_alive(pid) for pid in pids)

@@ -187,9 +187,44 @@ def managed_server(template: str, *, model: str, name: str, ready_timeout_s: flo
 
 
 @contextlib.contextmanager
+def shared_servers():
+    """Inside this block, `serving` calls for the same command and model share one server: the first
+    starts it, the block's end stops it. A stage wraps its fan-out in it, so its shards (threads of
+    this process) meet one vLLM, not one start per shard each claiming the GPU; the next stage's
+    servers start after this one's are gone. Shards in other processes (Dask, Ray) still start their
+    own."""
+    global _SHARED
+    with _LOCK:
+        outer, _SHARED = _SHARED, {}
+    try:
+        yield
+    finally:
+        with _LOCK:
+            mine, _SHARED = _SHARED, outer
+        for entry in mine.values():
+            if entry.get("proc") is not None:
+                stop_server(entry["proc"], grace_s=entry["grace_s"])
+
+
+_SHARED: dict | None = None  # (command, model) → {"lock", "url", "proc", "grace_s"} inside shared_servers()
+
+
+def _shared_url(serve, model: str, name: str, log_dir) -> str:
+    with _LOCK:
+        entry = _SHARED.setdefault((serve.command, model), {"lock": threading.Lock(), "proc": None})
+    with entry["lock"]:  # concurrent shards: one starts the server, the others wait for it
+        if entry["proc"] is None or entry["proc"].poll() is not None:  # first use, or it died: (re)start
+            entry["url"], entry["proc"], _ = start_server(serve.command, model=model, name=name,
+                                                          ready_timeout_s=serve.ready_timeout_s, log_dir=log_dir)
+            entry["grace_s"] = serve.stop_grace_s
+        return entry["url"]
+
+
+@contextlib.contextmanager
 def serving(spec, checkpoint_dir=None, log_dir=None):
     """The spec a stage opens: `spec` itself, or, with `spec.serve`, an openai-backend copy pointing at
-    a managed server on the checkpoint folder (or the spec's own model), stopped when the block ends."""
+    a managed server on the checkpoint folder (or the spec's own model), stopped when the block ends
+    (inside `shared_servers`, when that block ends)."""
     if spec.serve is None:
         yield spec, checkpoint_dir
         return
@@ -197,6 +232,13 @@ def serving(spec, checkpoint_dir=None, log_dir=None):
 
     model = str(checkpoint_dir) if checkpoint_dir is not None else str(resolve_model_path(spec.name_or_path))
     name = "rlaifv-served"
+
+    def served(base_url: str):
+        return spec.model_copy(update=dict(backend="openai", base_url=base_url, name_or_path=name, serve=None)), None
+
+    if _SHARED is not None:
+        yield served(_shared_url(spec.serve, model, name, log_dir))
+        return
     with managed_server(spec.serve.command, model=model, name=name, ready_timeout_s=spec.serve.ready_timeout_s,
                         stop_grace_s=spec.serve.stop_grace_s, log_dir=log_dir) as base_url:
-        yield spec.model_copy(update=dict(backend="openai", base_url=base_url, name_or_path=name, serve=None)), None
+        yield served(base_url)
