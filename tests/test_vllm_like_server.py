@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from rlaifv_core.backends.base import EndpointError, GenerationSettings, VisualPrompt, YesNo
+from rlaifv_core.backends.openai_messages import image_data_url
 from rlaifv_core.backends.yesno import MassAlarm, YesNoMassError
 from tests.servers.openai_vlm import Fault, OpenAIVLMServer, backend_factory, serve_in_thread, tiny_vlm_backend
 
@@ -97,6 +98,71 @@ def test_server_faults_health_and_token_id_mode(server):
                        json={**body, "logprobs": True, "top_logprobs": 5, "temperature": 0}).json()
     tops = reply["choices"][0]["logprobs"]["content"][0]["top_logprobs"]
     assert len(tops) == 5 and all(t["token"].startswith("token_id:") for t in tops)
+
+
+
+def test_server_returns_each_choices_own_logprobs_for_n_above_1(vlm, server):
+    """vLLM (serving_chat.py): with logprobs and n > 1 every choice carries its own tokens' logprobs, raw
+    (before temperature) with top_logprobs alternatives; the old server refused anything but n = 1,
+    max_tokens = 1. Checked against the in-process answer log-probs (HFBackend.answer_logprobs)."""
+    import openai
+
+    image = Image.new("RGB", (32, 32), (200, 40, 40))
+    prompt = VisualPrompt(image, "describe the image .")
+    client = openai.OpenAI(base_url=server.base_url, api_key="EMPTY", max_retries=0)
+    message = {"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": image_data_url(image)}}, {"type": "text", "text": prompt.question}]}
+    reply = client.chat.completions.create(model=MODEL, messages=[message], n=3, max_tokens=6, temperature=1.0,
+                                           seed=4, logprobs=True, top_logprobs=3, extra_body={"top_k": 50})
+    assert len(reply.choices) == 3 and all(len(c.logprobs.content) == 6 for c in reply.choices)  # no early stop
+    assert len({c.message.content for c in reply.choices}) > 1
+    for choice in reply.choices:
+        tokens = choice.logprobs.content
+        assert "".join(t.token for t in tokens).replace(" ", "") == choice.message.content.replace(" ", "")
+        expected = vlm.answer_logprobs([prompt], [choice.message.content])[0][:len(tokens)]
+        assert [t.logprob for t in tokens] == pytest.approx(expected, abs=1e-4)
+        for t in tokens:
+            alternatives = [a.logprob for a in t.top_logprobs]
+            assert len(alternatives) == 3 and alternatives == sorted(alternatives, reverse=True)
+            assert t.logprob <= alternatives[0] + 1e-6
+
+
+
+def test_server_reads_every_image_of_a_prompt(vlm, server):
+    """vLLM renders every image part through the chat template, one placeholder each, in order; the old
+    server kept only the first image. Checked against the processor and model called directly."""
+    import httpx
+    import torch
+
+    question = "is there a red circle ?"
+    red, blue = Image.new("RGB", (32, 32), (220, 30, 30)), Image.new("RGB", (32, 32), (30, 30, 220))
+
+    def first_token(*images, **extra):
+        content = [{"type": "image_url", "image_url": {"url": image_data_url(i)}} for i in images]
+        body = {"model": MODEL, "messages": [{"role": "user", "content": content + [{"type": "text", "text": question}]}],
+                "max_tokens": 1, "temperature": 0, "logprobs": True, "top_logprobs": 20, **extra}
+        reply = httpx.post(server.base_url + "/chat/completions", json=body, timeout=30).json()
+        return {t["token"]: t["logprob"] for t in reply["choices"][0]["logprobs"]["content"][0]["top_logprobs"]}
+
+    both, red_only = first_token(red, blue), first_token(red)
+    text = vlm.processor.apply_chat_template([{"role": "user", "content": [
+        {"type": "image"}, {"type": "image"}, {"type": "text", "text": question}]}], add_generation_prompt=True, tokenize=False)
+    with torch.no_grad():
+        logits = vlm.model(**vlm.processor(text=[text], images=[red, blue], return_tensors="pt")).logits[0, -1]
+    direct = torch.log_softmax(logits.float(), dim=-1)
+    ids = vlm.processor.tokenizer.convert_tokens_to_ids(list(both))
+    assert list(both.values()) == pytest.approx([float(direct[i]) for i in ids], abs=1e-5)
+    assert max(abs(both[t] - red_only[t]) for t in both if t in red_only) > 1e-4  # the second image counts
+
+    def sampled(*images):
+        return httpx.post(server.base_url + "/chat/completions", timeout=30, json={
+            "model": MODEL, "n": 2, "max_tokens": 4, "temperature": 1.0, "seed": 1, "messages": [{"role": "user", "content": [
+                {"type": "image_url", "image_url": {"url": image_data_url(i)}} for i in images]}]}).json()
+
+    one, two, three = sampled(red), sampled(red, blue), sampled(red, blue, red)
+    assert len(two["choices"]) == 2
+    per_image = two["usage"]["prompt_tokens"] - one["usage"]["prompt_tokens"]  # 9 for the tiny LLaVA's 3 x 3 patches
+    assert per_image == 9 and three["usage"]["prompt_tokens"] - two["usage"]["prompt_tokens"] == per_image
 
 
 # -- the client ------------------------------------------------------------------------------------
@@ -204,3 +270,60 @@ def test_client_rejects_token_id_alternatives(server, make):
     server.tokens_as_ids = True
     with pytest.raises(EndpointError, match="return-tokens-as-token-ids"):
         make().yes_no(Image.new("RGB", (32, 32)), ["is there a red circle ?"])
+
+
+# -- images with transparency ------------------------------------------------------------------------
+def _transparent_images() -> dict[str, Image.Image]:
+    """Half-transparent images whose hidden pixels are dark: composited on white they look different."""
+    import numpy as np
+
+    grey_alpha = np.zeros((32, 32, 2), dtype=np.uint8)
+    grey_alpha[..., 0], grey_alpha[:16, :, 1] = 30, 255  # bottom half: alpha 0 over grey 30
+    rgba = np.zeros((32, 32, 4), dtype=np.uint8)
+    rgba[..., 0], rgba[:, :16, 3] = 200, 255  # right half: alpha 0 over red
+    palette = Image.new("P", (32, 32), 0)
+    palette.putpalette([20, 20, 20, 250, 0, 0] + [0] * 762)
+    palette.paste(1, (0, 0, 32, 16))
+    palette.info["transparency"] = 0  # colour 0 (dark grey) is transparent
+    return {"LA": Image.fromarray(grey_alpha, "LA"), "RGBA": Image.fromarray(rgba, "RGBA"), "P": palette}
+
+
+def test_server_converts_images_as_vllm_does():
+    """vllm/multimodal/image.py convert_image_mode: RGBA pasted on white; any other mode convert("RGB")."""
+    from tests.servers.openai_vlm import decode_data_url
+
+    images = _transparent_images()
+    la_png = image_data_url(images["LA"].convert("RGB").convert("LA"))  # opaque LA: no transparency to keep
+    assert decode_data_url(la_png).getpixel((0, 20)) == (30, 30, 30)
+    rgba = decode_data_url(image_data_url(images["RGBA"]))
+    assert rgba.getpixel((0, 0)) == (200, 0, 0) and rgba.getpixel((20, 0)) == (255, 255, 255)
+
+
+@pytest.mark.parametrize("mode", ["LA", "RGBA", "P"])
+def test_client_sends_transparency_so_served_and_in_process_labels_agree(vlm, server, make, monkeypatch, mode):
+    """Old client: an LA image went out as LA, which vLLM converts with a plain convert("RGB") (alpha
+    dropped: the hidden dark pixels show), while the in-process processor composites it on white, so the
+    served labeler scored another image than the in-process one."""
+    import base64
+    import io
+
+    from rlaifv_core.backends import openai_api
+
+    image, questions = _transparent_images()[mode], ["is there a red circle ?", "is there a blue square ?"]
+    in_process = vlm.yes_no(image, questions)
+    served = make().yes_no(image, questions)
+    assert [p for s in served for p in (s.p_yes, s.p_no)] == pytest.approx(
+        [p for r in in_process for p in (r.p_yes, r.p_no)], abs=1e-5)
+
+    def old_image_data_url(img):  # the client before: the image in its own mode
+        buffer = io.BytesIO()
+        img.save(buffer, format="PNG")
+        return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+    monkeypatch.setattr(openai_api, "image_data_url", old_image_data_url)  # the labeler's path
+    old = make().yes_no(image, questions)
+    if mode == "LA":  # convert("RGB") drops LA's alpha: the hidden grey pixels reached the model
+        assert max(abs(o.p_yes - r.p_yes) for o, r in zip(old, in_process)) > 1e-3
+    else:  # RGBA: composited by the server; P: convert("RGB") keeps the transparent colour as a colour key,
+        # which the processor then composites on white: the old client agreed on these two
+        assert [o.p_yes for o in old] == pytest.approx([r.p_yes for r in in_process], abs=1e-5)

@@ -11,8 +11,12 @@
 
 `/v1/chat/completions` takes the last user message (image_url parts as PNG/JPEG base64 data URLs,
 text parts) and answers with `n` samples from `HFBackend.generate` (seeded by `seed`, so replies
-are reproducible), or, with `logprobs` + `max_tokens=1`, the greedy first token and its
-`top_logprobs` from the model's next-token log-softmax. `/v1/models` lists the one model.
+are reproducible), or, with `logprobs` + `max_tokens=1` + temperature 0, the greedy first token and its
+`top_logprobs` from the model's next-token log-softmax; with `logprobs` on a sampling request each of
+the n choices carries its own tokens' raw logprobs (teacher-forced over its decoded, re-tokenized
+text). Every image part counts, in order (several: the chat template renders one placeholder each);
+images are converted as vLLM converts them (RGBA pasted on white, other modes `convert("RGB")`).
+`/v1/models` lists the one model.
 
 Faults are scripted by the test: `server.faults.push(...)` queues one-shot faults consumed by the
 next requests in order; `server.faults.always = fault` applies one to every request.
@@ -163,24 +167,52 @@ def decode_data_url(url: str) -> Image.Image:
         raise ValueError("only base64 data URLs are accepted")
     image = Image.open(io.BytesIO(base64.b64decode(url.split(";base64,", 1)[1])))
     image.load()
+    return to_rgb_as_vllm(image)
+
+
+def to_rgb_as_vllm(image: Image.Image) -> Image.Image:
+    """vLLM's convert_image_mode(image, "RGB") (vllm/multimodal/image.py): RGBA is pasted on white through
+    its alpha (rgba_to_rgb); every other mode is `convert("RGB")`, so an LA image's alpha is dropped."""
+    if image.mode == "RGB":
+        return image
+    if image.mode == "RGBA":
+        converted = Image.new("RGB", image.size, (255, 255, 255))
+        converted.paste(image, mask=image.split()[3])
+        return converted
     return image.convert("RGB")
 
 
-def prompt_from_messages(messages: list[dict]) -> VisualPrompt:
-    """The last user turn as a VisualPrompt (its first image, its text parts joined)."""
+@dataclass(frozen=True)
+class ServedPrompt:
+    """The last user turn: its content parts in order (images as {"type": "image"}), images, texts joined."""
+
+    parts: tuple[dict, ...]
+    images: tuple[Image.Image, ...]
+    question: str
+
+    @property
+    def single(self) -> VisualPrompt:
+        """The turn as the in-process backends take it (at most one image, before the text)."""
+        return VisualPrompt(self.images[0] if self.images else None, self.question)
+
+
+def prompt_from_messages(messages: list[dict]) -> ServedPrompt:
+    """The last user turn with every image part, in order (vLLM takes them all, up to --limit-mm-per-prompt)."""
     users = [m for m in messages if m.get("role") == "user"]
     if not users:
         raise ValueError("no user message")
     content = users[-1].get("content")
     if isinstance(content, str):
-        return VisualPrompt(None, content)
-    image, texts = None, []
+        return ServedPrompt(({"type": "text", "text": content},), (), content)
+    parts, images, texts = [], [], []
     for part in content or []:
         if part.get("type") == "text":
             texts.append(part.get("text", ""))
-        elif part.get("type") == "image_url" and image is None:
-            image = decode_data_url(part["image_url"]["url"])
-    return VisualPrompt(image, " ".join(texts))
+            parts.append({"type": "text", "text": part.get("text", "")})
+        elif part.get("type") == "image_url":
+            images.append(decode_data_url(part["image_url"]["url"]))
+            parts.append({"type": "image"})
+    return ServedPrompt(tuple(parts), tuple(images), " ".join(texts))
 
 
 class TinyVLMEngine:
@@ -190,27 +222,56 @@ class TinyVLMEngine:
         self.backend = backend
         self.lock = threading.Lock()
 
+    def _encoded(self, prompt: ServedPrompt) -> dict:
+        """The prompt's model inputs. One image: the in-process rendering (HFBackend.render); several: the
+        chat template over the parts in order, one image placeholder each, as vLLM renders a request."""
+        b = self.backend
+        if len(prompt.images) > 1:
+            text = b.processor.apply_chat_template([{"role": "user", "content": list(prompt.parts)}],
+                                                   add_generation_prompt=True, tokenize=False)
+            return b.encode([text], list(prompt.images))
+        single = prompt.single
+        text = b.render(single.question, with_image=single.image is not None)
+        return b.encode([text], [single.image] if single.image is not None else None)
+
     @torch.inference_mode()
-    def first_token_logprobs(self, prompt: VisualPrompt) -> torch.Tensor:
+    def first_token_logprobs(self, prompt: ServedPrompt) -> torch.Tensor:
         with self.lock:
-            b = self.backend
-            text = b.render(prompt.question, with_image=prompt.image is not None)
-            batch = b.encode([text], [prompt.image] if prompt.image is not None else None)
-            logits = b.model(**batch).logits[0, -1].float()
+            logits = self.backend.model(**self._encoded(prompt)).logits[0, -1].float()
             return torch.log_softmax(logits, dim=-1)
 
-    def generate(self, prompt: VisualPrompt, settings: GenerationSettings) -> list[str]:
+    @torch.inference_mode()
+    def answer_logprobs(self, prompt: ServedPrompt, answer_ids: list[int]) -> torch.Tensor:
+        """The model's raw next-token log-softmax at each answer token (teacher-forced): [answer, vocab]."""
         with self.lock:
-            return self.backend.generate([prompt], settings, seeds=[settings.seed])[0]
+            batch = self._encoded(prompt)
+            start = batch["input_ids"].shape[1]
+            ids = torch.cat([batch["input_ids"], torch.tensor([answer_ids], dtype=torch.long)], dim=1)
+            logits = self.backend.model(**{**batch, "input_ids": ids, "attention_mask": torch.ones_like(ids)}).logits[0]
+            return torch.log_softmax(logits[start - 1:start - 1 + len(answer_ids)].float(), dim=-1)
+
+    def generate(self, prompt: ServedPrompt, settings: GenerationSettings) -> list[str]:
+        with self.lock:
+            if len(prompt.images) <= 1:  # the backend's own sampler: the in-process answers for these seeds
+                return self.backend.generate([prompt.single], settings, seeds=[settings.seed])[0]
+            return self._generate_several_images(prompt, settings)
+
+    @torch.inference_mode()
+    def _generate_several_images(self, prompt: ServedPrompt, settings: GenerationSettings) -> list[str]:
+        b, batch = self.backend, self._encoded(prompt)
+        sampling = settings.temperature > 0
+        knobs = dict(temperature=settings.temperature, top_p=settings.top_p, top_k=settings.top_k or 0) if sampling else {}
+        torch.manual_seed(settings.seed)
+        out = b.model.generate(**batch, do_sample=sampling, max_new_tokens=settings.max_new_tokens,
+                               pad_token_id=b.tokenizer.pad_token_id, **knobs)
+        return [b.tokenizer.decode(out[0, batch["input_ids"].shape[1]:], skip_special_tokens=True).strip()]
 
     def token_text(self, token_id: int) -> str:
         return self.backend.tokenizer.decode([token_id])
 
-    def prompt_tokens(self, prompt: VisualPrompt) -> int:
+    def prompt_tokens(self, prompt: ServedPrompt) -> int:
         with self.lock:
-            b = self.backend
-            text = b.render(prompt.question, with_image=prompt.image is not None)
-            return int(b.encode([text], [prompt.image] if prompt.image is not None else None)["attention_mask"].sum())
+            return int(self._encoded(prompt)["attention_mask"].sum())
 
 
 def _error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
@@ -324,20 +385,12 @@ class OpenAIVLMServer:
                 raise ValueError(f"This model's maximum context length is {self.max_model_len} tokens. However, you "
                                  f"requested {used + max_tokens} tokens ({used} in the messages, {max_tokens} in the "
                                  "completion). Please reduce the length of the messages or completion.")
-        if body.get("logprobs"):
-            if max_tokens != 1 or n != 1 or temperature != 0:
-                raise ValueError("this test server returns logprobs only for n=1, max_tokens=1, temperature=0")
-            k = int(body.get("top_logprobs") or 0)
-            if not 0 <= k <= 20:
-                raise ValueError("top_logprobs must be between 0 and 20")
+        k = int(body.get("top_logprobs") or 0)
+        if body.get("logprobs") and not 0 <= k <= 20:
+            raise ValueError("top_logprobs must be between 0 and 20")
+        if body.get("logprobs") and max_tokens == 1 and n == 1 and temperature == 0:  # the labeler's question
             logprobs = self.engine.first_token_logprobs(prompt)
-            top = torch.topk(logprobs, min(max(k, 1), logprobs.shape[-1]))
-            chosen = int(top.indices[0])
-            text = (lambda i: f"token_id:{int(i)}") if self.tokens_as_ids else self.engine.token_text
-            entry = lambda i: {"token": text(i), "logprob": max(float(logprobs[int(i)]), -9999.0),
-                               "bytes": list(self.engine.token_text(int(i)).encode())}
-            first = entry(chosen)
-            first["top_logprobs"] = [entry(i) for i in top.indices[:k].tolist()]
+            first = self._token_logprobs(logprobs, int(torch.argmax(logprobs)), k)
             return [{"index": 0, "message": {"role": "assistant", "content": first["token"]},
                      "finish_reason": "length", "logprobs": {"content": [first]}}], self._usage(used, [1])
         top_k = extras.get("top_k")
@@ -350,9 +403,23 @@ class OpenAIVLMServer:
                                           top_k=None if top_k in (None, -1, 0) else int(top_k),
                                           max_new_tokens=max_tokens, seed=child if child is not None else j)
             texts += self.engine.generate(prompt, settings)
-        lengths = [len(self.engine.backend.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
-        return [{"index": i, "message": {"role": "assistant", "content": text}, "finish_reason": "stop",
-                 "logprobs": None} for i, text in enumerate(texts)], self._usage(used, lengths)
+        answer_ids = [self.engine.backend.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+        choices = [{"index": i, "message": {"role": "assistant", "content": text}, "finish_reason": "stop",
+                    "logprobs": None} for i, text in enumerate(texts)]
+        if body.get("logprobs"):  # each choice its own tokens' logprobs, as vLLM's serving_chat does for n > 1
+            for choice, ids in zip(choices, answer_ids):
+                rows = self.engine.answer_logprobs(prompt, ids) if ids else []
+                choice["logprobs"] = {"content": [self._token_logprobs(row, i, k) for row, i in zip(rows, ids)]}
+        return choices, self._usage(used, [len(ids) for ids in answer_ids])
+
+    def _token_logprobs(self, logprobs: torch.Tensor, token_id: int, k: int) -> dict:
+        """One token's logprobs entry with its top-k alternatives, as vLLM writes it: raw log-softmax clamped
+        at -9999.0, tokens as the served tokenizer decodes them (or "token_id:N")."""
+        text = (lambda i: f"token_id:{i}") if self.tokens_as_ids else self.engine.token_text
+        entry = lambda i: {"token": text(i), "logprob": max(float(logprobs[i]), -9999.0),  # noqa: E731
+                           "bytes": list(self.engine.token_text(i).encode())}
+        top = torch.topk(logprobs, min(k, logprobs.shape[-1])).indices.tolist() if k else []
+        return {**entry(token_id), "top_logprobs": [entry(i) for i in top]}
 
     @staticmethod
     def _usage(prompt_tokens: int, lengths: list[int]) -> dict:
