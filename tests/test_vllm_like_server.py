@@ -165,6 +165,40 @@ def test_server_reads_every_image_of_a_prompt(vlm, server):
     assert per_image == 9 and three["usage"]["prompt_tokens"] - two["usage"]["prompt_tokens"] == per_image
 
 
+
+def test_server_clamps_minus_infinity_logprobs_and_the_client_reads_them_as_zero():
+    """vLLM clamps logprobs at -9999.0 (protocol: JSON has no -inf). A labeler whose head masks all but
+    four tokens lists masked alternatives at -9999.0: strict JSON, and the client scores them P = 0."""
+    import json
+
+    import httpx
+    import torch
+
+    masked = tiny_vlm_backend(seed=2, name=MODEL)
+    tokenizer, head = masked.processor.tokenizer, masked.model.lm_head
+    keep = [tokenizer.convert_tokens_to_ids(w) for w in ("yes", "no", "red", "circle")]
+    with torch.no_grad():
+        bias = torch.full_like(head.bias, float("-inf"))
+        bias[keep] = head.bias[keep]
+        head.bias.copy_(bias)
+    srv = OpenAIVLMServer(masked, model_name=MODEL)
+    base_url, stop = serve_in_thread(srv.app, startup_timeout_s=15)
+    try:
+        body = {"model": MODEL, "messages": [{"role": "user", "content": "is there a red circle ?"}], "max_tokens": 1,
+                "temperature": 0, "logprobs": True, "top_logprobs": 10}
+        raw = httpx.post(base_url + "/chat/completions", json=body, timeout=30).text
+        reply = json.loads(raw, parse_constant=lambda c: pytest.fail(f"non-JSON constant {c} in the reply"))
+        tops = [t["logprob"] for t in reply["choices"][0]["logprobs"]["content"][0]["top_logprobs"]]
+        assert len(tops) == 10 and tops.count(-9999.0) == 6 and all(t > -100 for t in tops[:4])
+        with backend_factory(base_url, MODEL, "RLAIFV_UNSET_TEST_KEY") as factory:
+            served = factory().yes_no(None, ["is there a red circle ?"])[0]
+        expected = masked.yes_no(None, ["is there a red circle ?"])[0]
+        assert (served.p_yes, served.p_no) == pytest.approx((expected.p_yes, expected.p_no), abs=1e-6)
+        assert served.p_yes + served.p_no > 0.1
+    finally:
+        stop()
+
+
 # -- the client ------------------------------------------------------------------------------------
 def test_client_sends_configured_sampling_not_server_defaults(server, make):
     """Old client: top_k never sent, so the server's generation-config top_k=1 and repetition_penalty 1.3
