@@ -17,10 +17,14 @@ from rlaifv_core.shapes.models import ModelSize, build_model, build_processor
 TINY = ModelSize(text_hidden=32, text_layers=2, text_heads=2, vision_hidden=32, vision_layers=1, vision_heads=2)
 
 
-def _save_tiny(path, seed: int):
-    """Build the TINY LLaVA with `seed` and save it (and its processor) to `path`; returns `path`."""
+def _save_tiny(path, seed: int, edit=None):
+    """Build the TINY LLaVA with `seed`, let `edit(model, processor)` change it (if given), and save it
+    (and its processor) to `path`; returns `path`."""
     processor = build_processor()
-    build_model(processor, TINY, seed=seed).save_pretrained(path)
+    model = build_model(processor, TINY, seed=seed)
+    if edit is not None:
+        edit(model, processor)
+    model.save_pretrained(path)
     processor.save_pretrained(path)
     return path
 

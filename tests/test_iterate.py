@@ -139,9 +139,9 @@ def runs_named(flow_runs, name: str):
 ONE_ITERATION = ["iteration.iterations=1", "eval.shapes_scenes=4"]
 
 
-def _run_iterate(store: Path, model_dir: Path, env: dict) -> subprocess.Popen:
+def _run_iterate(store: Path, model_dir: Path, env: dict, *extra: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, str(ROOT / "flows" / "iterate.py"), *tiny_overrides(store, model_dir),
-                             *ONE_ITERATION],
+                             *ONE_ITERATION, *extra],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
 

@@ -31,6 +31,11 @@ the served tokenizer's decoded texts; `usage` counts real tokens; `/health` is 5
 parameters. `OpenAIVLMServer(backend, max_model_len=64)` refuses a request whose prompt tokens + `max_tokens`
 exceed 64 with vLLM's HTTP 400 ("This model's maximum context length is 64 tokens. However, you
 requested …").
+
+`OpenAIVLMServer(backend, in_process_seeds=True)` is a test device, not vLLM's behaviour: a request
+seeded R with n samples is answered exactly as the in-process backend answers its prompt seed
+(`_in_process_answers`), so a run through the server can be compared with an in-process run
+(tests/test_served_iterate.py). The default keeps vLLM's children seeded R + j.
 """
 
 from __future__ import annotations
@@ -286,8 +291,10 @@ class OpenAIVLMServer:
     DEFAULTED = ("temperature", "top_p", "top_k", "repetition_penalty", "min_p")
 
     def __init__(self, backend: HFBackend, *, model_name: str = "tiny-vlm", api_key: str | None = None,
-                 max_model_len: int | None = None, generation_config: dict | None = None):
+                 max_model_len: int | None = None, generation_config: dict | None = None,
+                 in_process_seeds: bool = False):
         self.engine = TinyVLMEngine(backend)
+        self.in_process_seeds = in_process_seeds
         if generation_config is None:
             config = getattr(backend.model, "generation_config", None)
             generation_config = config.to_diff_dict() if config is not None else {}
@@ -393,15 +400,14 @@ class OpenAIVLMServer:
             first = self._token_logprobs(logprobs, int(torch.argmax(logprobs)), k)
             return [{"index": 0, "message": {"role": "assistant", "content": first["token"]},
                      "finish_reason": "length", "logprobs": {"content": [first]}}], self._usage(used, [1])
-        top_k = extras.get("top_k")
         seed = body.get("seed")
         texts = []
-        for j in range(n):  # vLLM fans n out into children seeded seed + j
+        if self.in_process_seeds:  # a test device, not vLLM: the in-process backend's own answers
+            texts = self._in_process_answers(body, prompt, n, seed, temperature, extras, max_tokens)
+        for j in range(0 if self.in_process_seeds else n):  # vLLM fans n out into children seeded seed + j
             child = None if seed is None else int(seed) + j
             self.sampled.append({**extras, "seed": child, "temperature": temperature})
-            settings = GenerationSettings(n=1, temperature=temperature, top_p=float(extras.get("top_p", 1.0)),
-                                          top_k=None if top_k in (None, -1, 0) else int(top_k),
-                                          max_new_tokens=max_tokens, seed=child if child is not None else j)
+            settings = self._settings(extras, temperature, max_tokens, n=1, seed=child if child is not None else j)
             texts += self.engine.generate(prompt, settings)
         answer_ids = [self.engine.backend.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
         choices = [{"index": i, "message": {"role": "assistant", "content": text}, "finish_reason": "stop",
@@ -420,6 +426,33 @@ class OpenAIVLMServer:
                            "bytes": list(self.engine.token_text(i).encode())}
         top = torch.topk(logprobs, min(k, logprobs.shape[-1])).indices.tolist() if k else []
         return {**entry(token_id), "top_logprobs": [entry(i) for i in top]}
+
+    def _in_process_answers(self, body: dict, prompt: VisualPrompt, n: int, seed, temperature: float, extras: dict,
+                            max_tokens: int) -> list[str]:
+        """`in_process_seeds`: the request's answers as the in-process backend gives them. The client sends
+        R = s·n mod 2^63 for prompt seed s (backends/openai_api.request_seed); for odd n that is invertible,
+        so s is recovered exactly and the n samples come from ONE `generate([prompt], n, seeds=[s])` (sample j
+        seeded mix_seed(s, j), backends/hf.py), not vLLM's children seeded R + j. A text-only request (a
+        splitter's or rewriter's chat, n = 1) is answered by the backend's own `chat` on the messages."""
+        if seed is None or n % 2 == 0:
+            raise ValueError(f"in-process seeds need a seed and an odd n (got seed {seed}, n {n}): "
+                             "R = s·n mod 2^63 loses s's top bits for even n")
+        prompt_seed = int(seed) * pow(n, -1, 2 ** 63) % 2 ** 63
+        self.sampled.append({**extras, "seed": prompt_seed, "temperature": temperature, "n": n})
+        settings = self._settings(extras, temperature, max_tokens, n=n, seed=prompt_seed)
+        with self.engine.lock:
+            backend = self.engine.backend
+            if prompt.image is None:
+                return [backend.chat(body["messages"], temperature=temperature, top_p=settings.top_p,
+                                     max_new_tokens=max_tokens, seed=prompt_seed).text]
+            return backend.generate([prompt], settings, seeds=[prompt_seed])[0]
+
+    @staticmethod
+    def _settings(extras: dict, temperature: float, max_tokens: int, *, n: int, seed: int) -> GenerationSettings:
+        top_k = extras.get("top_k")
+        return GenerationSettings(n=n, temperature=temperature, top_p=float(extras.get("top_p", 1.0)),
+                                  top_k=None if top_k in (None, -1, 0) else int(top_k), max_new_tokens=max_tokens,
+                                  seed=seed)
 
     @staticmethod
     def _usage(prompt_tokens: int, lengths: list[int]) -> dict:
