@@ -427,13 +427,15 @@ class OpenAIVLMServer:
         top = torch.topk(logprobs, min(k, logprobs.shape[-1])).indices.tolist() if k else []
         return {**entry(token_id), "top_logprobs": [entry(i) for i in top]}
 
-    def _in_process_answers(self, body: dict, prompt: VisualPrompt, n: int, seed, temperature: float, extras: dict,
+    def _in_process_answers(self, body: dict, prompt: ServedPrompt, n: int, seed, temperature: float, extras: dict,
                             max_tokens: int) -> list[str]:
         """`in_process_seeds`: the request's answers as the in-process backend gives them. The client sends
         R = s·n mod 2^63 for prompt seed s (backends/openai_api.request_seed); for odd n that is invertible,
         so s is recovered exactly and the n samples come from ONE `generate([prompt], n, seeds=[s])` (sample j
         seeded mix_seed(s, j), backends/hf.py), not vLLM's children seeded R + j. A text-only request (a
         splitter's or rewriter's chat, n = 1) is answered by the backend's own `chat` on the messages."""
+        if len(prompt.images) > 1:
+            raise ValueError("in-process seeds answer one image per prompt, as the in-process backends take it")
         if seed is None or n % 2 == 0:
             raise ValueError(f"in-process seeds need a seed and an odd n (got seed {seed}, n {n}): "
                              "R = s·n mod 2^63 loses s's top bits for even n")
@@ -442,10 +444,10 @@ class OpenAIVLMServer:
         settings = self._settings(extras, temperature, max_tokens, n=n, seed=prompt_seed)
         with self.engine.lock:
             backend = self.engine.backend
-            if prompt.image is None:
+            if not prompt.images:
                 return [backend.chat(body["messages"], temperature=temperature, top_p=settings.top_p,
                                      max_new_tokens=max_tokens, seed=prompt_seed).text]
-            return backend.generate([prompt], settings, seeds=[prompt_seed])[0]
+            return backend.generate([prompt.single], settings, seeds=[prompt_seed])[0]
 
     @staticmethod
     def _settings(extras: dict, temperature: float, max_tokens: int, *, n: int, seed: int) -> GenerationSettings:
