@@ -116,31 +116,65 @@ def test_sampling_through_a_managed_test_server_on_a_tiny_llava(tmp_path, tiny_m
         os.killpg(pid, 0)
 
 
-def test_server_of_a_killed_process_is_reaped_by_the_next_start(tmp_path):
-    """kill -9 of the flow runs no atexit: the next start (the re-run) kills the orphaned server group."""
+def _killed_starter(tmp_path, kill_watchdog_first: bool) -> int:
+    """A process that starts a server, then dies by SIGKILL (no atexit); the server's pid."""
     import signal
     import subprocess
-    import time
-
-    from rlaifv_core.models import served
 
     (tmp_path / "v1").mkdir()
     (tmp_path / "v1" / "models").write_text("{}")
     script = (f"from rlaifv_core.models.served import start_server\n"
               f"url, proc, _ = start_server({SERVER!r}, model={str(tmp_path)!r}, name='p', log_dir={str(tmp_path)!r})\n"
-              f"print(proc.pid, flush=True)\nimport time; time.sleep(60)\n")
-    flow = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
-    server_pid = int(flow.stdout.readline())
-    os.kill(flow.pid, signal.SIGKILL)
-    flow.wait()
-    assert _alive(server_pid)  # orphaned
+              f"print(proc.pid, proc.rlaifv_watchdog.pid, flush=True)\nimport time; time.sleep(60)\n")
+    starter = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    server_pid, watchdog_pid = (int(x) for x in starter.stdout.readline().split())
+    if kill_watchdog_first:
+        os.kill(watchdog_pid, signal.SIGKILL)
+    os.kill(starter.pid, signal.SIGKILL)
+    starter.wait()
+    return server_pid
+
+
+def _gone(pid: int, within_s: float) -> bool:
+    import subprocess
+    import time
+
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        state = subprocess.run(["ps", "-o", "stat=", "-p", str(pid)], capture_output=True, text=True).stdout
+        if not _alive(pid) or "Z" in state:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_server_of_a_killed_process_is_stopped_by_its_watchdog(tmp_path):
+    """kill -9 of the flow runs no atexit; before, its server (a session of its own) ran on until the next
+    start reaped it, holding a GPU meanwhile. The watchdog in the server's group stops it within seconds
+    and removes its pid file."""
+    server_pid = _killed_starter(tmp_path, kill_watchdog_first=False)
+    assert _gone(server_pid, within_s=15)
+    assert _gone_files(tmp_path, within_s=5)
+
+
+def test_server_whose_watchdog_could_not_run_is_reaped_by_the_next_start(tmp_path):
+    """The second line: a server orphaned with its watchdog dead is killed by the next start."""
+    from rlaifv_core.models import served
+
+    server_pid = _killed_starter(tmp_path, kill_watchdog_first=True)
+    assert _alive(server_pid) and not _gone(server_pid, within_s=2)  # orphaned, nothing stops it
     assert served.reap_orphans(tmp_path) == 1
-    deadline = time.monotonic() + 5
-    while _alive(server_pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not _alive(server_pid) or "Z" in subprocess.run(["ps", "-o", "stat=", "-p", str(server_pid)],
-                                                           capture_output=True, text=True).stdout
+    assert _gone(server_pid, within_s=5)
     assert list((tmp_path / "rlaifv-servers").glob("*.pid")) == []
+
+
+def _gone_files(tmp_path, within_s: float) -> bool:
+    import time
+
+    deadline = time.monotonic() + within_s
+    while list((tmp_path / "rlaifv-servers").glob("*.pid")) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return list((tmp_path / "rlaifv-servers").glob("*.pid")) == []
 
 
 def test_shards_of_a_stage_share_one_server_stopped_when_the_stage_ends(tmp_path):

@@ -1,6 +1,6 @@
 """`python flows/iterate.py` with the policy, the labeler and the splitter each behind a managed server
 (`models.<role>.serve`, rlaifv_core/models/served.py) on tiny models, killed with SIGKILL while its
-first server is up and run again: the kill leaves the server orphaned, the re-run reaps it, completes
+first server is up and run again: the server's watchdog stops it after the kill; the re-run completes
 with the same summary.json as the in-process run (every role's requests having reached its server) and
 leaves no server process. (One served run, killed before any served stage finished, and its re-run,
 rather than an uninterrupted served run and a second one to kill: each run costs half a minute.)
@@ -213,14 +213,18 @@ def served_run(tmp_path_factory, tiny_model_dir, other_model_dir, leaning_labele
     requests.mkdir()
     extra = [*_overrides(leaning_labeler_dir, other_model_dir), *_served(requests)]
     killed = _run_iterate(store, tiny_model_dir, _env(tmp), *extra)
-    orphan = _wait_for_a_ready_server(tmp, killed)
+    server_pid = _wait_for_a_ready_server(tmp, killed)
     os.killpg(killed.pid, signal.SIGKILL)
     killed.wait()
-    after_kill = {"running": _servers_running(tmp), "pidfiles": sorted(p.name for p in (tmp / "rlaifv-servers").glob("*"))}
+    killed_at, deadline = time.monotonic(), time.monotonic() + 30
+    while (_servers_running(tmp) or list((tmp / "rlaifv-servers").glob("*"))) and time.monotonic() < deadline:
+        time.sleep(0.2)  # the server's watchdog stops it (served.WATCHDOG)
+    after_kill = {"running": _servers_running(tmp), "pidfiles": sorted(p.name for p in (tmp / "rlaifv-servers").glob("*")),
+                  "seconds": time.monotonic() - killed_at}
     for log in requests.glob("*.jsonl"):  # the re-run's requests only
         log.unlink()
     _finish(_run_iterate(store, tiny_model_dir, _env(tmp), *extra))
-    return {"store": store, "requests": requests, "orphan": orphan, "after_kill": after_kill,
+    return {"store": store, "requests": requests, "server_pid": server_pid, "after_kill": after_kill,
             "after_rerun": {"running": _servers_running(tmp),
                             "pidfiles": sorted(p.name for p in (tmp / "rlaifv-servers").glob("*"))}}
 
@@ -228,12 +232,12 @@ def served_run(tmp_path_factory, tiny_model_dir, other_model_dir, leaning_labele
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_flow_killed_while_a_server_is_up_then_rerun_leaves_no_server(served_run):
-    """kill -9 runs no atexit and no signal handler: the server, in a session of its own, survives the
-    flow as an orphan, and its pid file (server pid, owner pid) stays. The re-run's first server start
-    reaps it (`reap_orphans`: the pid file's owner is gone, so its process group is killed), the re-run
-    completes, and after it no server process and no pid file is left."""
-    orphan = served_run["orphan"]
-    assert served_run["after_kill"] == {"running": [orphan], "pidfiles": [f"{orphan}.pid"]}
+    """kill -9 runs no atexit and no signal handler, and the server runs in a session of its own (so that
+    its workers go with it): before, it outlived the flow until the next run's first start reaped it (a
+    GPU held meanwhile). Its watchdog (served.WATCHDOG, in the server's group) now stops it within
+    seconds of the flow's death and removes its pid file; the re-run completes and leaves nothing."""
+    after_kill = served_run["after_kill"]
+    assert (after_kill["running"], after_kill["pidfiles"]) == ([], []) and after_kill["seconds"] < 20
     assert (served_run["store"] / "t" / "summary.json").exists()
     assert served_run["after_rerun"] == {"running": [], "pidfiles": []}
 

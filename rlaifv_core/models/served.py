@@ -9,7 +9,10 @@ The command template is split with shlex and each part formatted with {model}, {
 the server runs in its own process group (so vLLM's workers go with it), its output goes to a log
 file, readiness is a bounded poll of /health then /v1/models, a server that exits before it is ready
 is an error carrying the tail of its log. On leaving the block, on an exception, at interpreter exit
-(atexit) and on SIGTERM/SIGINT the group gets SIGTERM, then SIGKILL after `stop_grace_s`.
+(atexit) and on SIGTERM/SIGINT the group gets SIGTERM, then SIGKILL after `stop_grace_s`. A process
+killed with SIGKILL runs none of that, so a watchdog process (`WATCHDOG`) stops the server's group
+within seconds of its starter's death, and the next start reaps any group whose starter is gone
+(`reap_orphans`, for a watchdog that could not run).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -92,12 +96,64 @@ def reap_orphans(log_dir=None) -> int:
     return reaped
 
 
+#: Runs in a session of its own (a kill of the flow's process group spares it): once its parent (the
+#: starter) is gone it is re-parented, and then sends the server's group SIGTERM, SIGKILL once the grace
+#: is over, and removes the pid file. A GPU server outliving a flow killed with SIGKILL would otherwise
+#: hold its memory until the next run's start reaps it. `stop_server` ends it with the server.
+WATCHDOG = """
+import contextlib, os, signal, sys, time
+starter, server, grace, pidfile = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
+def gone(pid):  # a zombie (exited, not yet reaped by its new parent) is gone
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] in "ZX"
+    except FileNotFoundError:
+        return True
+    except OSError:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        return False
+while os.getppid() == starter:
+    time.sleep(0.5)
+with contextlib.suppress(ProcessLookupError, PermissionError):
+    os.killpg(server, signal.SIGTERM)
+deadline = time.monotonic() + grace
+while not gone(server) and time.monotonic() < deadline:
+    time.sleep(0.2)
+with contextlib.suppress(ProcessLookupError, PermissionError):
+    os.killpg(server, signal.SIGKILL)  # the server's workers too
+with contextlib.suppress(OSError):
+    os.unlink(pidfile)
+"""
+
+
+def _start_watchdog(proc: subprocess.Popen, pidfile: Path, grace_s: float = 10.0) -> subprocess.Popen | None:
+    try:
+        return subprocess.Popen([sys.executable, "-c", WATCHDOG, str(os.getpid()), str(proc.pid), str(grace_s),
+                                 str(pidfile)], start_new_session=True, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    except OSError:  # no watchdog: reap_orphans at the next start is the remaining line
+        return None
+
+
+def _stop_watchdog(proc: subprocess.Popen) -> None:
+    watchdog = getattr(proc, "rlaifv_watchdog", None)
+    if watchdog is not None:
+        with contextlib.suppress(ProcessLookupError):
+            watchdog.kill()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            watchdog.wait(timeout=5.0)
+
+
 def stop_server(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
     """SIGTERM to the server's process group, SIGKILL after `grace_s`; idempotent."""
     with _LOCK:
         _RUNNING.pop(proc.pid, None)
     registered = getattr(proc, "rlaifv_pidfile", None)
     if proc.poll() is not None:
+        _stop_watchdog(proc)
         if registered:
             Path(registered).unlink(missing_ok=True)
         return
@@ -109,6 +165,7 @@ def stop_server(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
             break
         except subprocess.TimeoutExpired:
             continue
+    _stop_watchdog(proc)
     if registered:
         Path(registered).unlink(missing_ok=True)
 
@@ -157,6 +214,7 @@ def start_server(template: str, *, model: str, name: str, ready_timeout_s: float
     pidfile = _registry(log_dir) / f"{proc.pid}.pid"
     pidfile.write_text(f"{proc.pid} {os.getpid()}\n")
     proc.rlaifv_pidfile = str(pidfile)
+    proc.rlaifv_watchdog = _start_watchdog(proc, pidfile)
     with _LOCK:
         _RUNNING[proc.pid] = proc
     base = f"http://{host}:{port}"
