@@ -135,26 +135,37 @@ def _killed_starter(tmp_path, kill_watchdog_first: bool) -> int:
     return server_pid
 
 
-def _gone(pid: int, within_s: float) -> bool:
-    import subprocess
+def _eventually(check, within_s: float) -> bool:
+    """Whether `check()` holds within `within_s` seconds (polled every 0.1 s)."""
     import time
 
     deadline = time.monotonic() + within_s
-    while time.monotonic() < deadline:
-        state = subprocess.run(["ps", "-o", "stat=", "-p", str(pid)], capture_output=True, text=True).stdout
-        if not _alive(pid) or "Z" in state:
-            return True
+    while not check():
+        if time.monotonic() > deadline:
+            return False
         time.sleep(0.1)
-    return False
+    return True
+
+
+def _gone(pid: int) -> bool:
+    """Not running: no such process, or a zombie (exited, not yet reaped)."""
+    import subprocess
+
+    return not _alive(pid) or "Z" in subprocess.run(["ps", "-o", "stat=", "-p", str(pid)], capture_output=True,
+                                                    text=True).stdout
+
+
+def _no_pidfiles(tmp_path) -> bool:
+    return list((tmp_path / "rlaifv-servers").glob("*.pid")) == []
 
 
 def test_server_of_a_killed_process_is_stopped_by_its_watchdog(tmp_path):
     """kill -9 of the flow runs no atexit; before, its server (a session of its own) ran on until the next
-    start reaped it, holding a GPU meanwhile. The watchdog in the server's group stops it within seconds
-    and removes its pid file."""
+    start reaped it, holding a GPU meanwhile. The watchdog (a session of its own too) stops it within
+    seconds and removes its pid file."""
     server_pid = _killed_starter(tmp_path, kill_watchdog_first=False)
-    assert _gone(server_pid, within_s=15)
-    assert _gone_files(tmp_path, within_s=5)
+    assert _eventually(lambda: _gone(server_pid), within_s=15)
+    assert _eventually(lambda: _no_pidfiles(tmp_path), within_s=5)
 
 
 def test_server_whose_watchdog_could_not_run_is_reaped_by_the_next_start(tmp_path):
@@ -162,19 +173,10 @@ def test_server_whose_watchdog_could_not_run_is_reaped_by_the_next_start(tmp_pat
     from rlaifv_core.models import served
 
     server_pid = _killed_starter(tmp_path, kill_watchdog_first=True)
-    assert _alive(server_pid) and not _gone(server_pid, within_s=2)  # orphaned, nothing stops it
+    assert _alive(server_pid) and not _eventually(lambda: _gone(server_pid), within_s=2)  # orphaned
     assert served.reap_orphans(tmp_path) == 1
-    assert _gone(server_pid, within_s=5)
-    assert list((tmp_path / "rlaifv-servers").glob("*.pid")) == []
-
-
-def _gone_files(tmp_path, within_s: float) -> bool:
-    import time
-
-    deadline = time.monotonic() + within_s
-    while list((tmp_path / "rlaifv-servers").glob("*.pid")) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    return list((tmp_path / "rlaifv-servers").glob("*.pid")) == []
+    assert _eventually(lambda: _gone(server_pid), within_s=5)
+    assert _no_pidfiles(tmp_path)
 
 
 def test_shards_of_a_stage_share_one_server_stopped_when_the_stage_ends(tmp_path):

@@ -234,7 +234,7 @@ def served_run(tmp_path_factory, tiny_model_dir, other_model_dir, leaning_labele
 def test_flow_killed_while_a_server_is_up_then_rerun_leaves_no_server(served_run):
     """kill -9 runs no atexit and no signal handler, and the server runs in a session of its own (so that
     its workers go with it): before, it outlived the flow until the next run's first start reaped it (a
-    GPU held meanwhile). Its watchdog (served.WATCHDOG, in the server's group) now stops it within
+    GPU held meanwhile). Its watchdog (served.WATCHDOG, a session of its own) now stops it within
     seconds of the flow's death and removes its pid file; the re-run completes and leaves nothing."""
     after_kill = served_run["after_kill"]
     assert (after_kill["running"], after_kill["pidfiles"]) == ([], []) and after_kill["seconds"] < 20

@@ -100,7 +100,6 @@ def test_server_faults_health_and_token_id_mode(server):
     assert len(tops) == 5 and all(t["token"].startswith("token_id:") for t in tops)
 
 
-
 def test_server_returns_each_choices_own_logprobs_for_n_above_1(vlm, server):
     """vLLM (serving_chat.py): with logprobs and n > 1 every choice carries its own tokens' logprobs, raw
     (before temperature) with top_logprobs alternatives; the old server refused anything but n = 1,
@@ -125,7 +124,6 @@ def test_server_returns_each_choices_own_logprobs_for_n_above_1(vlm, server):
             alternatives = [a.logprob for a in t.top_logprobs]
             assert len(alternatives) == 3 and alternatives == sorted(alternatives, reverse=True)
             assert t.logprob <= alternatives[0] + 1e-6
-
 
 
 def test_server_reads_every_image_of_a_prompt(vlm, server):
@@ -163,7 +161,6 @@ def test_server_reads_every_image_of_a_prompt(vlm, server):
     assert len(two["choices"]) == 2
     per_image = two["usage"]["prompt_tokens"] - one["usage"]["prompt_tokens"]  # 9 for the tiny LLaVA's 3 x 3 patches
     assert per_image == 9 and three["usage"]["prompt_tokens"] - two["usage"]["prompt_tokens"] == per_image
-
 
 
 def test_server_clamps_minus_infinity_logprobs_and_the_client_reads_them_as_zero():

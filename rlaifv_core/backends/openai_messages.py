@@ -19,10 +19,10 @@ def image_data_url(image: Image.Image) -> str:
     """A PNG base64 data URL (lossless, so the server sees exactly these pixels).
 
     Transparency travels as RGBA: vLLM composites only RGBA on white and converts every other mode with
-    a plain `convert("RGB")`, which drops an LA image's alpha and a palette's transparent colour
-    (vllm/multimodal/image.py, convert_image_mode), while the in-process processors composite any
-    transparency on white (transformers' convert_to_rgb). Sent as RGBA, a served model sees the pixels an
-    in-process one does."""
+    a plain `convert("RGB")` (vllm/multimodal/image.py, convert_image_mode), which drops an LA image's
+    alpha, while the in-process processors composite any transparency on white (transformers'
+    convert_to_rgb). Sent as RGBA, a served model sees the pixels an in-process one does, whatever the
+    server does with the other modes."""
     if image.mode != "RGBA" and ("A" in image.getbands() or image.info.get("transparency") is not None):
         image = image.convert("RGBA")
     elif image.mode not in ("RGB", "RGBA", "L", "P", "1", "I", "I;16"):
