@@ -3,6 +3,8 @@
     python bench/shapes_variants.py --only headline       # 5 seeds of the default + best-of-N SFT + oracle
     python bench/shapes_variants.py                       # every variant (≈ 4 min each on 2 cores)
     python bench/shapes_variants.py --only default-s0 oracle --out runs/bench/variants
+    python bench/shapes_variants.py --only headline --jobs 2   # two runs at a time, one thread each
+    python bench/shapes_variants.py --only builders --jobs 2   # minimal edits vs resample vs sigmoid-only, 5 seeds
 
 Each variant is a full `flows/iterate.py` run (4 iterations, the default shapes config plus the
 variant's overrides) in its own store folder. Every number printed is measured on the report split
@@ -10,6 +12,10 @@ variant's overrides) in its own store folder. Every number printed is measured o
 scores stay in each run's summary.json. Prints the per-iteration table of each run, the final
 hallucination vs recall of every variant (the frontier), mean ± sd over the seeds of the default,
 and writes variants.json and frontier.png.
+
+`--jobs N` runs N variants at a time with `RLAIFV_TORCH_THREADS` = cpus / N each: the numbers are
+the same (a run's results do not depend on its thread count: bench/results/shapes_variants_threads1.json),
+only each variant's `seconds` then counts time shared with the others.
 """
 
 from __future__ import annotations
@@ -22,29 +28,47 @@ import statistics
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
 SEEDS = range(5)
+#: seeded families: `<family>-s<seed>` for every seed; "default" is the shapes config as it stands
+FAMILIES: dict[str, list[str]] = {
+    "default": [],
+    # on-policy corrections (k continuations of each flawed answer's prefix), every correction kept
+    "resample": ["pairs.builder=resample", "pairs.resample_k=8", "pairs.per_prompt=4", "pairs.length_balance=false"],
+    "minimal-edit": ["pairs.builder=minimal_edit_anchor"],
+    "sigmoid-only": ["dpo.loss_type=[sigmoid]"],  # the paper's loss alone: no SFT term on the chosen side
+}
 VARIANTS: dict[str, list[str]] = {
-    **{f"default-s{seed}": [f"iteration.seed={seed}"] for seed in SEEDS},
+    **{f"{family}-s{seed}": [*overrides, f"iteration.seed={seed}"]
+       for family, overrides in FAMILIES.items() for seed in SEEDS},
     "omission-anchor": ["pairs.anchor=omission"],
     "swap-anchor-no-length-balance": ["pairs.anchor=swap", "pairs.length_balance=false"],
     "paper-rule": ["pairs.builder=paper"],
     "paper-rule-no-length-balance": ["pairs.builder=paper", "pairs.length_balance=false"],
     "minimal-edit-no-anchor": ["pairs.anchors_per_prompt=0", "pairs.length_balance=false"],
     "oracle": ["models.labeler.backend=oracle"],
+    "oracle-resample": ["models.labeler.backend=oracle", *FAMILIES["resample"]],
     "best-of-n-sft": ["pairs.builder=best_of_n", "dpo.loss_type=[sft]", "pairs.length_balance=false"],
 }
-GROUPS = {"headline": [*(f"default-s{seed}" for seed in SEEDS), "best-of-n-sft", "oracle"]}
+GROUPS = {
+    "headline": [*(f"default-s{seed}" for seed in SEEDS), "best-of-n-sft", "oracle"],
+    # the builders and the loss side by side, 5 seeds each, with both controls
+    "builders": [*(f"{family}-s{seed}" for family in ("minimal-edit", "resample", "sigmoid-only") for seed in SEEDS),
+                 "best-of-n-sft", "oracle", "oracle-resample"],
+}
 METRICS = ("chair_i", "chair_s", "recall", "f1", "words_per_answer", "mentions_per_answer",
            "hallucinated_per_answer", "correct_per_answer")
 KEYS = tuple(f"shapes.{m}" for m in METRICS)  # the report split's metrics, renamed to the shapes names
 
 
-def run_variant(name: str, overrides: list[str], out: Path) -> dict:
+def run_variant(name: str, overrides: list[str], out: Path, threads: int | None = None) -> dict:
     env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "HF_HUB_OFFLINE": "1"}
+    if threads:  # runs side by side: each its threads and its own Prefect home (temporary server, database)
+        env.update(RLAIFV_TORCH_THREADS=str(threads), PREFECT_HOME=str(out / ".prefect" / name))
     command = [sys.executable, str(ROOT / "flows" / "iterate.py"), f"store.url={out}", f"store.run_name={name}",
                *overrides]
     started = time.time()
@@ -55,11 +79,14 @@ def run_variant(name: str, overrides: list[str], out: Path) -> dict:
     if code != 0:
         raise SystemExit(f"variant {name} failed (exit {code}); see {log}")
     summary = json.loads((out / name / "summary.json").read_text())
+    config = json.loads((out / name / "config.json").read_text())  # what ran, whatever the default is later
     return {"name": name, "overrides": overrides, "seconds": round(time.time() - started, 1),
+            "pairs_config": config["pairs"], "dpo_loss_type": config["dpo"]["loss_type"],
             "pair_audit": audit_variant_pairs(out / name),
             "iterations": [{"iteration": r["iteration"], "selected": r["selected"], "pairs": r["pairs"],
                             "dpo_reward_accuracy": (r.get("dpo") or {}).get("rewards/accuracies"),
-                            **{f"shapes.{m}": r["report"][f"shapes_report.{m}"] for m in METRICS}}
+                            **{f"shapes.{m}": r["report"][f"shapes_report.{m}"] for m in METRICS},
+                            "selection": {f"shapes.{m}": r["metrics"][f"shapes.{m}"] for m in METRICS}}
                            for r in summary["iterations"]]}
 
 
@@ -94,6 +121,20 @@ def print_run(result: dict) -> None:
               f"{r['shapes.hallucinated_per_answer']:.3f} | {r['shapes.correct_per_answer']:.3f}")
 
 
+def print_family(family: str, seeds: list[dict]) -> None:
+    """Mean ± sd of the last iteration over a family's seeds, on the report split and on selection's."""
+    print(f"\n## {family} over {len(seeds)} seeds (mean ± sd; selection split in brackets)")
+    for key in KEYS:
+        finals = [r["iterations"][-1][key] for r in seeds]
+        chosen_on = [r["iterations"][-1]["selection"][key] for r in seeds]
+        print(f"{key}: {statistics.mean(finals):.3f} ± {statistics.stdev(finals):.3f} (start "
+              f"{statistics.mean(r['iterations'][0][key] for r in seeds):.3f}) "
+              f"[{statistics.mean(chosen_on):.3f} ± {statistics.stdev(chosen_on):.3f}]")
+    f1_rises = sum(all(b["shapes.f1"] > a["shapes.f1"] for a, b in zip(r["iterations"], r["iterations"][1:]))
+                   for r in seeds)
+    print(f"runs whose every iteration's selected policy is better in F1 than the previous: {f1_rises}/{len(seeds)}")
+
+
 def frontier_plot(results: list[dict], path: Path) -> None:
     import matplotlib
 
@@ -123,14 +164,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="*", default=None, help="variant names to run")
     parser.add_argument("--out", default="runs/bench/variants")
+    parser.add_argument("--jobs", type=int, default=1, help="variants run at a time (each with cpus/jobs threads)")
     args = parser.parse_args()
     out = Path(args.out).resolve()
     names = [n for name in (args.only or list(VARIANTS)) for n in GROUPS.get(name, [name])]
-    results = []
-    for name in names:
-        result = run_variant(name, VARIANTS[name], out)
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown:
+        parser.error(f"unknown variant(s) {unknown}; known: {sorted(VARIANTS)} and groups {sorted(GROUPS)}")
+    threads = max(1, (os.cpu_count() or 1) // args.jobs) if args.jobs > 1 else None
+    started = time.time()
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:  # each variant is a subprocess: threads only wait
+        results = list(pool.map(lambda name: run_variant(name, VARIANTS[name], out, threads), names))
+    for result in results:
         print_run(result)
-        results.append(result)
     print("\n## final (selected policy after the last iteration) vs the bootstrapped policy")
     print("variant | CHAIRi | ΔCHAIRi | CHAIRs | ΔCHAIRs | F1 | recall | Δrecall (points) | pairs: chosen fewer / more")
     for result in results:
@@ -140,17 +186,12 @@ def main() -> None:
               f"{last['shapes.recall']:.3f} | {100 * (last['shapes.recall'] - first['shapes.recall']):+.1f} | "
               f"{result['pair_audit']['chosen_fewer_hallucinations']:.1%} / "
               f"{result['pair_audit']['chosen_more_hallucinations']:.1%}")
-    seeds = [r for r in results if r["name"].startswith("default-s")]
-    if len(seeds) > 1:
-        print(f"\n## default over {len(seeds)} seeds (mean ± sd)")
-        for key in KEYS:
-            finals = [r["iterations"][-1][key] for r in seeds]
-            print(f"{key}: {statistics.mean(finals):.3f} ± {statistics.stdev(finals):.3f} (start "
-                  f"{statistics.mean(r['iterations'][0][key] for r in seeds):.3f})")
-        f1_rises = sum(all(b["shapes.f1"] > a["shapes.f1"] for a, b in zip(r["iterations"], r["iterations"][1:]))
-                       for r in seeds)
-        print(f"runs whose every iteration's selected policy is better in F1 than the previous: {f1_rises}/{len(seeds)}")
-    machine = {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()}
+    for family in FAMILIES:
+        seeds = [r for r in results if r["name"].startswith(f"{family}-s")]
+        if len(seeds) > 1:
+            print_family(family, seeds)
+    machine = {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(),
+               "jobs": args.jobs, "wall_s": round(time.time() - started, 1)}
     (out / "variants.json").write_text(json.dumps({"machine": machine, "results": results}, indent=2))
     frontier_plot(results, out / "frontier.png")
     print(f"\nwritten: {out / 'variants.json'}, {out / 'frontier.png'}")

@@ -14,7 +14,8 @@ from rlaifv_core.models.served import serving
 from rlaifv_core.store import ArtifactRef
 
 from .claims import CLAIM_MODULES, _role
-from .common import artifact_key, counts_table, holds_models, local_checkpoint, stage_cache, stage_hook, store_of
+from .common import (Progress, artifact_key, counts_table, holds_models, local_checkpoint, stage_cache, stage_hook,
+                     store_of)
 
 
 @task(name="resample", cache_policy=stage_cache("rlaifv_core.feedback.resample", "rlaifv_core.feedback.judge",
@@ -41,7 +42,8 @@ def resample_corrections(prompts_ref: ArtifactRef, candidates_ref: ArtifactRef, 
     with serving(models.splitter) as (splitter, _), serving(models.labeler) as (labeler, _):
         frame, counts = core.resample_corrections(
             scored, run_store.read_table(prompts_ref), policy, _role(splitter), _role(models.rewriter),
-            open_model(labeler), claims, judge, sampling, k=pairs.resample_k, seed=seed)
+            open_model(labeler), claims, judge, sampling, k=pairs.resample_k, seed=seed,
+            progress=lambda phase: Progress(f"resample: {phase}"))
     ref = run_store.write_table(out_path, frame, schema="corrections")
     counts_table(artifact_key(store.run_name, out_path, "counts"), "resample", counts)
     return ref, counts

@@ -119,6 +119,25 @@ def test_resample_pairs_keep_the_prefix_and_replace_the_rejected_continuation():
     assert "cat" not in pair.chosen and pair.chosen_score == 0 and pair.rejected_score == -1
 
 
+def test_chunks_and_progress_change_nothing_but_report_each_phase():
+    labeler = WordLabeler(absent={"cat", "lamp", "sofa", "chair"})
+    policy = ScriptedPolicy({
+        "The image shows a brown dog lying on a rug.": ["The walls are white.", "There is a cat.", "A cat sits."],
+        "A brown dog is lying on the rug.": ["A lamp is on.", "A chair.", "The walls are white."]})
+    args = (_prompts(), policy, "rules", "rules", labeler, ClaimsConfig(), JudgeConfig(), SamplingConfig())
+    reported = []
+    whole, counts = resample_corrections(_scored(labeler), *args, k=3)
+    # answers in another order than the judge's (prompt order): each correction still gets its own verdicts
+    chunked, chunked_counts = resample_corrections(
+        _scored(labeler).iloc[::-1], *args, k=3, chunk=1,
+        progress=lambda phase: lambda done, total: reported.append((phase, done, total)))
+    pd.testing.assert_frame_equal(whole, chunked.iloc[::-1].reset_index(drop=True))
+    assert whole.set_index("prompt_id").at["p2", "correction"] == "A brown dog is lying on the rug. The walls are white."
+    assert counts == chunked_counts and counts["corrected"] == 2
+    assert [r for r in reported if r[0] == "continuing"] == [("continuing", 1, 2), ("continuing", 2, 2)]
+    assert reported[-1] == ("judging", 2, 2)  # the continuations of both prompts, judged per prompt
+
+
 def test_ties_go_to_the_policy_likelihood():
     labeler = WordLabeler(absent={"cat", "lamp", "sofa"})
     p1 = "The image shows a brown dog lying on a rug."

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from typing import Callable
 
 import pandas as pd
 
@@ -37,6 +38,7 @@ from .claims import split_claims
 from .grammar import FUNCTION_WORDS
 from .judge import judge_candidates
 from .questions import rewrite_questions
+from .sampling import Progress
 
 CORRECTION_COLUMNS = ["prompt_id", "sample_idx", "prefix", "rejected_claim", "correction", "correction_claims",
                       "correction_questions", "correction_accepted", "correction_p_yes", "correction_logprob",
@@ -85,9 +87,13 @@ def _first_rejected(row) -> str | None:
 
 
 def resample_corrections(scored: pd.DataFrame, prompts: pd.DataFrame, policy, splitter, rewriter, labeler,
-                         claims_config, judge_config, sampling, *, k: int, seed: int = 0) -> tuple[pd.DataFrame, dict]:
+                         claims_config, judge_config, sampling, *, k: int, seed: int = 0,
+                         progress: Callable[[str], Progress] | None = None,
+                         chunk: int = 64) -> tuple[pd.DataFrame, dict]:
     """One row per answer with a rejected claim that could be located: its prefix, the best of k
-    continuations (None where none is free of rejected claims) with its claims and verdicts."""
+    continuations (None where none is free of rejected claims) with its claims and verdicts.
+
+    `progress(label)` (optional) gives the progress callback of one phase ("continuing", "judging")."""
     counts = Counter(answers_with_rejected_claim=0, not_located=0, continuations=0, corrected=0, not_corrected=0)
     records = prompts.set_index("prompt_id", drop=False).to_dict("index")
     jobs = []  # (prompt_id, sample_idx, prefix, claim)
@@ -109,9 +115,7 @@ def resample_corrections(scored: pd.DataFrame, prompts: pd.DataFrame, policy, sp
                                   max_new_tokens=sampling.max_new_tokens, seed=seed)
     visual = [VisualPrompt(decode_image(records[p]).image, records[p]["question"], prefix) for p, _, prefix, _ in jobs]
     seeds = [mix_seed(seed, "resample", p, i, bits=31) for p, i, _, _ in jobs]
-    samples, too_long = run_with_oom_backoff(policy, lambda: generate_fitting(policy, visual, settings, seeds))
-    counts["skipped_prompt_too_long"] = len(too_long)  # prefix + answer budget over the policy's context
-    samples = [s if s is not None else [] for s in samples]
+    samples = _continue(policy, visual, settings, seeds, counts, chunk, progress and progress("continuing"))
     texts = [[join_continuation(prefix, c) for c in cont] for (_, _, prefix, _), cont in zip(jobs, samples)]
     flat = [(j, m, text) for j, row in enumerate(texts) for m, text in enumerate(row)]
     counts["continuations"] = len(flat)
@@ -119,23 +123,24 @@ def resample_corrections(scored: pd.DataFrame, prompts: pd.DataFrame, policy, sp
     rewritten = rewrite_questions([r.claims for r in split], rewriter, claims_config, seed=seed)
     claim_frame = pd.DataFrame({"prompt_id": [jobs[j][0] for j, _, _ in flat], "sample_idx": range(len(flat)),
                                 "questions": [q.questions for q in rewritten]})
-    verdicts = judge_candidates(labeler, prompts, claim_frame, judge_config).set_index("sample_idx")
+    # judged in prompt order; sorted back so that row f holds continuation f's verdicts
+    verdicts = judge_candidates(labeler, prompts, claim_frame, judge_config,
+                                progress=progress and progress("judging")).set_index("sample_idx").sort_index()
     logprobs = _logprobs(policy, [VisualPrompt(visual[j].image, visual[j].question) for j, _, _ in flat],
                          [t for _, _, t in flat])
+    accepted, skipped = verdicts["accepted"].tolist(), verdicts["skipped"].tolist()
+    # per prefix its clean continuations: (fewer claims, lower likelihood, order, index); the min is the best
+    options: list[list[tuple]] = [[] for _ in jobs]
+    for f, (j, m, _text) in enumerate(flat):
+        if not split[f].failure and split[f].claims and all(accepted[f]) and skipped[f] is None:
+            options[j].append((-len(split[f].claims), -logprobs[f], m, f))
     rows = []
     for j, (prompt_id, sample_idx, prefix, claim) in enumerate(jobs):
-        options = []
-        for f, (jj, m, text) in enumerate(flat):
-            v = verdicts.loc[f]
-            ok = (jj == j and not split[f].failure and split[f].claims and all(v["accepted"])
-                  and v["skipped"] is None)
-            if ok:
-                options.append((-len(split[f].claims), -logprobs[f], m, f))
         row = {"prompt_id": prompt_id, "sample_idx": sample_idx, "prefix": prefix, "rejected_claim": claim,
                "tried": len(texts[j]), "correction": None, "correction_claims": [], "correction_questions": [],
                "correction_accepted": [], "correction_p_yes": [], "correction_logprob": None}
-        if options:
-            f = min(options)[3]
+        if options[j]:
+            f = min(options[j])[3]
             v = verdicts.loc[f]
             row.update(correction=flat[f][2], correction_claims=list(split[f].claims),
                        correction_questions=list(rewritten[f].questions), correction_accepted=list(v["accepted"]),
@@ -145,6 +150,22 @@ def resample_corrections(scored: pd.DataFrame, prompts: pd.DataFrame, policy, sp
             counts["not_corrected"] += 1
         rows.append(row)
     return pd.DataFrame(rows, columns=CORRECTION_COLUMNS), dict(counts)
+
+
+def _continue(policy, visual: list[VisualPrompt], settings: GenerationSettings, seeds: list[int], counts: Counter,
+              chunk: int, progress: Progress | None) -> list[list[str]]:
+    """k continuations per prefix, in chunks (each prefix's own seed: chunking changes nothing); none for a
+    prefix whose prompt + prefix + answer budget is over the policy's context (`skipped_prompt_too_long`)."""
+    samples: list[list[str]] = []
+    for start in range(0, len(visual), chunk):
+        part = slice(start, start + chunk)
+        answers, too_long = run_with_oom_backoff(
+            policy, lambda: generate_fitting(policy, visual[part], settings, seeds[part]))
+        counts["skipped_prompt_too_long"] += len(too_long)
+        samples += [a if a is not None else [] for a in answers]
+        if progress:
+            progress(len(samples), len(visual))
+    return samples
 
 
 def _logprobs(policy, prompts, texts) -> list[float]:
