@@ -39,6 +39,9 @@ FAMILIES: dict[str, list[str]] = {
     "default": [],
     # on-policy corrections (k continuations of each flawed answer's prefix), every correction kept
     "resample": ["pairs.builder=resample", "pairs.resample_k=8", "pairs.per_prompt=4", "pairs.length_balance=false"],
+    # and each correction paired ≻ the policy's most likely failed continuation of the same prefix too
+    "resample-failed": ["pairs.builder=resample", "pairs.resample_k=8", "pairs.per_prompt=4",
+                        "pairs.length_balance=false", "pairs.resample_failed_continuations=true"],
     "minimal-edit": ["pairs.builder=minimal_edit_anchor"],
     "sigmoid-only": ["dpo.loss_type=[sigmoid]"],  # the paper's loss alone: no SFT term on the chosen side
 }

@@ -184,6 +184,10 @@ class PairsConfig(_Section):
         "claim + the best of resample_k policy continuations ≻ the answer.",
     )
     resample_k: int = Field(4, ge=1, le=64, description="Continuations per answer prefix (builder resample).")
+    resample_failed_continuations: bool = Field(
+        False, description="Builder resample: also pair each correction ≻ the policy's most likely continuation "
+        "of the same prefix that still has a rejected claim (a second, on-policy rejected side).",
+    )
     min_gap: int = Field(1, ge=0, description="Minimum score difference between chosen and rejected.")
     per_prompt: int = Field(2, ge=1, description="Pairs kept per (image, question), sampled with the seed.")
     length_balance: bool = Field(True, description="The original's length-balance filter (docs/method.md §6).")

@@ -168,6 +168,10 @@ def config_problems(config, check_machine: bool = True) -> list[tuple[str, str]]
     """Every (field, problem) of a RunConfig; `check_machine=False` skips files, folders and the hub cache."""
     resample = [("pairs.builder", "resample continues answer prefixes: it needs an hf policy (models.policy.backend)")
                 ] if config.pairs.builder == "resample" and config.models.policy.backend != "hf" else []
+    if config.pairs.resample_failed_continuations and config.pairs.builder != "resample":
+        resample.append(("pairs.resample_failed_continuations",
+                         f"pairs of failed continuations come from the resample stage: set pairs.builder: resample "
+                         f"(is {config.pairs.builder})"))
     return (_dpo_problems(config.dpo, check_machine) + _model_problems(config.models, check_machine)
             + _eval_problems(config, check_machine) + _prompt_problems(config, check_machine) + resample)
 

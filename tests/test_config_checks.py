@@ -47,6 +47,8 @@ MISTAKES = [
     ("resample builder with a chat-API policy", ["pairs.builder=resample", "models.policy.backend=openai",
                                                  "models.policy.base_url=http://localhost:1/v1"], "pairs.builder"),
     ("resample with k out of range", ["pairs.builder=resample", "pairs.resample_k=0"], "pairs.resample_k"),
+    ("failed continuations without the resample builder", ["pairs.resample_failed_continuations=true"],
+     "pairs.resample_failed_continuations"),
 ]
 
 

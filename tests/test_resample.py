@@ -94,8 +94,8 @@ def test_resample_pairs_keep_the_prefix_and_replace_the_rejected_continuation():
     policy = ScriptedPolicy({
         # p1: one continuation still hallucinates; two are clean, the longer (more accepted claims) wins
         p1: ["There is a cat on a chair.", "The walls are white.", "The walls are white and the rug is red."],
-        # p2: every continuation hallucinates: no correction found, counted
-        p2: ["A cat sits on a chair.", "There is a lamp.", "A lamp is on."],
+        # p2: every continuation hallucinates: no correction found, counted (the first repeats the answer)
+        p2: ["A lamp stands in the corner.", "A cat sits on a chair.", "There is a lamp."],
     }, logprobs={})
     scored = _scored(labeler)
     corrections, counts = resample_corrections(scored, _prompts(), policy, "rules", "rules", labeler, ClaimsConfig(),
@@ -117,6 +117,18 @@ def test_resample_pairs_keep_the_prefix_and_replace_the_rejected_continuation():
     assert pair.pair_kind == "resample" and pair.rejected == ANSWERS["p1"]
     assert pair.chosen.startswith(pair.chosen_prefix) and pair.chosen_prefix == p1
     assert "cat" not in pair.chosen and pair.chosen_score == 0 and pair.rejected_score == -1
+
+    # the second rejected side: the policy's most likely continuation that still fails (never the answer itself)
+    assert fixed.at["p1", "failed_continuation"] == p1 + " There is a cat on a chair."
+    assert fixed.at["p2", "failed_continuation"] == p2 + " A cat sits on a chair."
+    assert fixed.at["p1", "failed_accepted"] == [True, False]
+    both, _ = build_pairs(merged, _prompts(), PairsConfig(builder="resample", length_balance=False,
+                                                          resample_failed_continuations=True),
+                          policy_id="scripted-policy", labeler_id="word-labeler")
+    assert list(both["pair_kind"]) == ["resample", "resample_continuation"]  # p2 has no correction: no pair
+    extra = both.iloc[1]
+    assert extra.chosen == pair.chosen and extra.rejected == p1 + " There is a cat on a chair."
+    assert extra.rejected_score == -1 and extra.chosen_prefix == p1
 
 
 def test_chunks_and_progress_change_nothing_but_report_each_phase():

@@ -14,7 +14,9 @@ question, ...). Builders (`pairs.builder`), each given one prompt's usable answe
   it with `dpo.loss_type=[sft]` for best-of-N SFT).
 - `resample`: on-policy corrections (`feedback/resample.py`, the generate flow's `resample` stage):
   the answer's prefix up to its first rejected claim + the policy's best continuation ≻ the answer;
-  `chosen_prefix` records the prefix, `resample_prompts_without_correction` counts prompts with none.
+  `chosen_prefix` records the prefix, `resample_prompts_without_correction` counts prompts with none;
+  with `resample_failed_continuations` also correction ≻ the policy's most likely still-rejected
+  continuation of the same prefix (kind `resample_continuation`).
 - any builder a plug-in registers in `plugins.pair_builders`, called as
   `build(group, config, rng, counts) -> [(kind, chosen_side, rejected_side)]` with sides from
   `pair_side`. The shapes world registers `minimal_edit_anchor`, which edits its list grammar
@@ -207,12 +209,19 @@ def _resample_pairs(group: pd.DataFrame, config, rng: random.Random, counts: Cou
     made = []
     for i in fixed:
         row = group.loc[i]
-        verdicts = [{"accepted": bool(a), "p_yes": float(p)} for a, p in zip(row["correction_accepted"],
-                                                                            row["correction_p_yes"])]
-        chosen = {"text": row["correction"], "claims": list(row["correction_claims"]), "verdicts": verdicts,
-                  "questions": list(row["correction_questions"]), "score": 0, "prefix": row["prefix"]}
+        chosen = {**_resampled_side(row, "correction"), "prefix": row["prefix"]}
         made.append(("resample", chosen, pair_side(row)))
+        if config.resample_failed_continuations and isinstance(row.get("failed_continuation"), str):
+            made.append(("resample_continuation", chosen, _resampled_side(row, "failed")))
     return made
+
+
+def _resampled_side(row: pd.Series, side: str) -> dict:
+    """A continuation judged in the resample stage (`correction` or `failed`) as one side of a pair."""
+    verdicts = [{"accepted": bool(a), "p_yes": float(p)} for a, p in zip(row[f"{side}_accepted"], row[f"{side}_p_yes"])]
+    text = row["correction" if side == "correction" else "failed_continuation"]
+    return {"text": text, "claims": list(row[f"{side}_claims"]), "questions": list(row[f"{side}_questions"]),
+            "verdicts": verdicts, "score": -sum(1 for v in verdicts if not v["accepted"])}
 
 
 _BUILT_IN = {"paper": _paper_pairs, "best_of_n": _best_of_n_pair, "resample": _resample_pairs}

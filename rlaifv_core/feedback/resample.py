@@ -19,6 +19,10 @@ where the policy cannot score). `pairs.py`'s `resample` builder pairs it ≻ the
 Counts: `answers_with_rejected_claim`, `not_located` (no content word of the claim found),
 `skipped_prompt_too_long` (prompt + prefix + answer budget over the policy's context: no
 continuations), `continuations`, `corrected`, `not_corrected` (no continuation free of rejected claims).
+
+Each row also keeps the prefix's *failed* continuation: the policy's most likely continuation that
+still has a rejected claim (other than the answer itself), the second rejected side that
+`pairs.resample_failed_continuations` adds (correction ≻ failed continuation, same prefix).
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ from .sampling import Progress
 
 CORRECTION_COLUMNS = ["prompt_id", "sample_idx", "prefix", "rejected_claim", "correction", "correction_claims",
                       "correction_questions", "correction_accepted", "correction_p_yes", "correction_logprob",
+                      "failed_continuation", "failed_claims", "failed_questions", "failed_accepted", "failed_p_yes",
                       "tried"]
 
 _WORD = re.compile(r"[\w']+")
@@ -129,27 +134,42 @@ def resample_corrections(scored: pd.DataFrame, prompts: pd.DataFrame, policy, sp
     logprobs = _logprobs(policy, [VisualPrompt(visual[j].image, visual[j].question) for j, _, _ in flat],
                          [t for _, _, t in flat])
     accepted, skipped = verdicts["accepted"].tolist(), verdicts["skipped"].tolist()
-    # per prefix its clean continuations: (fewer claims, lower likelihood, order, index); the min is the best
-    options: list[list[tuple]] = [[] for _ in jobs]
-    for f, (j, m, _text) in enumerate(flat):
-        if not split[f].failure and split[f].claims and all(accepted[f]) and skipped[f] is None:
-            options[j].append((-len(split[f].claims), -logprobs[f], m, f))
+    # per prefix: its clean continuations as (fewer claims, lower likelihood, order, index), the min the best;
+    # its failed ones (a claim still rejected; not the answer itself) as (lower likelihood, order, index)
+    clean: list[list[tuple]] = [[] for _ in jobs]
+    failed: list[list[tuple]] = [[] for _ in jobs]
+    answers = {(p, i): a for p, i, a in zip(scored["prompt_id"], scored["sample_idx"], scored["answer"])}
+    for f, (j, m, text) in enumerate(flat):
+        if split[f].failure or not split[f].claims or skipped[f] is not None:
+            continue
+        if all(accepted[f]):
+            clean[j].append((-len(split[f].claims), -logprobs[f], m, f))
+        elif text.strip() != str(answers[jobs[j][:2]]).strip():
+            failed[j].append((-logprobs[f], m, f))
     rows = []
     for j, (prompt_id, sample_idx, prefix, claim) in enumerate(jobs):
         row = {"prompt_id": prompt_id, "sample_idx": sample_idx, "prefix": prefix, "rejected_claim": claim,
-               "tried": len(texts[j]), "correction": None, "correction_claims": [], "correction_questions": [],
-               "correction_accepted": [], "correction_p_yes": [], "correction_logprob": None}
-        if options[j]:
-            f = min(options[j])[3]
-            v = verdicts.loc[f]
-            row.update(correction=flat[f][2], correction_claims=list(split[f].claims),
-                       correction_questions=list(rewritten[f].questions), correction_accepted=list(v["accepted"]),
-                       correction_p_yes=list(v["p_yes"]), correction_logprob=logprobs[f])
+               "tried": len(texts[j]), "correction": None, "correction_logprob": None, "failed_continuation": None,
+               **{f"{side}_{part}": [] for side in ("correction", "failed")
+                  for part in ("claims", "questions", "accepted", "p_yes")}}
+        if clean[j]:
+            f = min(clean[j])[3]
+            row.update(correction=flat[f][2], correction_logprob=logprobs[f],
+                       **_judged("correction", split[f].claims, rewritten[f].questions, verdicts.loc[f]))
             counts["corrected"] += 1
         else:
             counts["not_corrected"] += 1
+        if failed[j]:  # the policy's most likely error after the prefix (a second rejected side, on request)
+            f = min(failed[j])[2]
+            row.update(failed_continuation=flat[f][2],
+                       **_judged("failed", split[f].claims, rewritten[f].questions, verdicts.loc[f]))
         rows.append(row)
     return pd.DataFrame(rows, columns=CORRECTION_COLUMNS), dict(counts)
+
+
+def _judged(side: str, claims, questions, verdict) -> dict:
+    return {f"{side}_claims": list(claims), f"{side}_questions": list(questions),
+            f"{side}_accepted": list(verdict["accepted"]), f"{side}_p_yes": list(verdict["p_yes"])}
 
 
 def _continue(policy, visual: list[VisualPrompt], settings: GenerationSettings, seeds: list[int], counts: Counter,
