@@ -71,7 +71,9 @@ KEYS = tuple(f"shapes.{m}" for m in METRICS)  # the report split's metrics, rena
 def run_variant(name: str, overrides: list[str], out: Path, threads: int | None = None) -> dict:
     env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "HF_HUB_OFFLINE": "1"}
     if threads:  # runs side by side: each its threads and its own Prefect home (temporary server, database)
-        env.update(RLAIFV_TORCH_THREADS=str(threads), PREFECT_HOME=str(out / ".prefect" / name))
+        home = out / ".prefect" / name
+        home.mkdir(parents=True, exist_ok=True)  # Prefect makes its home's last folder only
+        env.update(RLAIFV_TORCH_THREADS=str(threads), PREFECT_HOME=str(home))
     command = [sys.executable, str(ROOT / "flows" / "iterate.py"), f"store.url={out}", f"store.run_name={name}",
                *overrides]
     started = time.time()
