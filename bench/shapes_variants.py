@@ -179,7 +179,12 @@ def main() -> None:
     threads = max(1, (os.cpu_count() or 1) // args.jobs) if args.jobs > 1 else None
     started = time.time()
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:  # each variant is a subprocess: threads only wait
-        results = list(pool.map(lambda name: run_variant(name, VARIANTS[name], out, threads), names))
+        futures = [pool.submit(run_variant, name, VARIANTS[name], out, threads) for name in names]
+        try:
+            results = [future.result() for future in futures]
+        except BaseException:  # a failed variant (SystemExit naming its log) or Ctrl-C: start no other
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
     for result in results:
         print_run(result)
     print("\n## final (selected policy after the last iteration) vs the bootstrapped policy")
