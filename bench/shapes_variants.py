@@ -28,7 +28,7 @@ import statistics
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -180,11 +180,9 @@ def main() -> None:
     started = time.time()
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:  # each variant is a subprocess: threads only wait
         futures = [pool.submit(run_variant, name, VARIANTS[name], out, threads) for name in names]
-        try:
-            results = [future.result() for future in futures]
-        except BaseException:  # a failed variant (SystemExit naming its log) or Ctrl-C: start no other
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise
+        wait(futures, return_when=FIRST_EXCEPTION)  # a failed variant (SystemExit naming its log) stops the bench:
+        pool.shutdown(wait=False, cancel_futures=True)  # no other starts, the running ones finish
+        results = [future.result() for future in futures]
     for result in results:
         print_run(result)
     print("\n## final (selected policy after the last iteration) vs the bootstrapped policy")
