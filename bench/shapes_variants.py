@@ -140,7 +140,14 @@ def print_family(family: str, seeds: list[dict]) -> None:
     print(f"runs whose every iteration's selected policy is better in F1 than the previous: {f1_rises}/{len(seeds)}")
 
 
+def family_of(name: str) -> str:
+    """`resample-s3` → `resample`; a single variant is its own family."""
+    head, _, tail = name.rpartition("-s")
+    return head if head in FAMILIES and tail.isdigit() else name
+
+
 def frontier_plot(results: list[dict], path: Path) -> None:
+    """CHAIRi vs recall per iteration: each family's mean path over its seeds (its seeds faint)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -150,12 +157,18 @@ def frontier_plot(results: list[dict], path: Path) -> None:
     start = results[0]["iterations"][0]
     ax.scatter([start["shapes.recall"]], [start["shapes.chair_i"]], marker="*", s=160, color="black",
                label="bootstrapped policy")
+    families: dict[str, list[dict]] = {}
     for result in results:
-        path_x = [r["shapes.recall"] for r in result["iterations"]]
-        path_y = [r["shapes.chair_i"] for r in result["iterations"]]
-        ax.plot(path_x, path_y, marker="o", ms=3, alpha=0.8, label=result["name"])
-    ax.axvline(start["shapes.recall"] - 0.10, color="grey", ls="--", lw=0.8, label="recall bar (−10 points)")
-    ax.axhline(start["shapes.chair_i"] * 0.5, color="grey", ls=":", lw=0.8, label="CHAIRi bar (−50 %)")
+        families.setdefault(family_of(result["name"]), []).append(result)
+    for family, runs in families.items():
+        mean_x = [statistics.mean(r["iterations"][i]["shapes.recall"] for r in runs) for i in range(len(runs[0]["iterations"]))]
+        mean_y = [statistics.mean(r["iterations"][i]["shapes.chair_i"] for r in runs) for i in range(len(runs[0]["iterations"]))]
+        line, = ax.plot(mean_x, mean_y, marker="o", ms=3, label=family + (f" (mean of {len(runs)})" if len(runs) > 1 else ""))
+        for run in runs if len(runs) > 1 else []:
+            ax.plot([r["shapes.recall"] for r in run["iterations"]], [r["shapes.chair_i"] for r in run["iterations"]],
+                    color=line.get_color(), alpha=0.2, lw=0.8)
+    ax.axvline(start["shapes.recall"] - 0.03, color="grey", ls="--", lw=0.8, label="recall target (−3 points)")
+    ax.axhline(start["shapes.chair_i"] * 0.3, color="grey", ls=":", lw=0.8, label="CHAIRi target (−70 %)")
     ax.set(xlabel="object recall (higher is better)", ylabel="CHAIRi (lower is better)",
            title="shapes world, report split: 4 iterations per variant")
     ax.grid(alpha=0.3)
@@ -195,7 +208,7 @@ def main() -> None:
               f"{result['pair_audit']['chosen_fewer_hallucinations']:.1%} / "
               f"{result['pair_audit']['chosen_more_hallucinations']:.1%}")
     for family in FAMILIES:
-        seeds = [r for r in results if r["name"].startswith(f"{family}-s")]
+        seeds = [r for r in results if family_of(r["name"]) == family]
         if len(seeds) > 1:
             print_family(family, seeds)
     machine = {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(),
