@@ -83,13 +83,27 @@ def run_variant(name: str, overrides: list[str], out: Path, threads: int | None 
         code = subprocess.call(command, cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT)
     if code != 0:
         raise SystemExit(f"variant {name} failed (exit {code}); see {log}")
-    summary = json.loads((out / name / "summary.json").read_text())
-    config = json.loads((out / name / "config.json").read_text())  # what ran, whatever the default is later
-    return {"name": name, "overrides": overrides, "seconds": round(time.time() - started, 1),
+    seconds = round(time.time() - started, 1)
+    (out / name / "bench.json").write_text(json.dumps({"seconds": seconds, "threads": threads}))
+    return collect_variant(name, overrides, out / name, seconds)
+
+
+def collect_variant(name: str, overrides: list[str], folder: Path, seconds: float | None) -> dict:
+    """One finished run's numbers: report split per iteration, selection's split beside it, the pairs'
+    audit, and how many of each iteration's checkpoints the recall guard excluded."""
+    summary = json.loads((folder / "summary.json").read_text())
+    config = json.loads((folder / "config.json").read_text())  # what ran, whatever the default is later
+    guard = {}
+    for r in summary["iterations"][1:]:
+        decision = json.loads((folder / f"iter-{r['iteration']}" / "selection.json").read_text())
+        guard[r["iteration"]] = {"checkpoints": len(decision["scores"]) - ("start" in decision["scores"]),
+                                 "excluded_by_recall_guard": len(decision["excluded"])}
+    return {"name": name, "overrides": overrides, "seconds": seconds,
             "pairs_config": config["pairs"], "dpo_loss_type": config["dpo"]["loss_type"],
-            "pair_audit": audit_variant_pairs(out / name),
+            "pair_audit": audit_variant_pairs(folder),
             "iterations": [{"iteration": r["iteration"], "selected": r["selected"], "pairs": r["pairs"],
                             "dpo_reward_accuracy": (r.get("dpo") or {}).get("rewards/accuracies"),
+                            **guard.get(r["iteration"], {}),
                             **{f"shapes.{m}": r["report"][f"shapes_report.{m}"] for m in METRICS},
                             "selection": {f"shapes.{m}": r["metrics"][f"shapes.{m}"] for m in METRICS}}
                            for r in summary["iterations"]]}
@@ -117,10 +131,12 @@ def print_run(result: dict) -> None:
     print(f"pairs of all iterations: {audit['pairs']}; chosen has fewer true hallucinated objects in "
           f"{audit['chosen_fewer_hallucinations']:.1%}, more in {audit['chosen_more_hallucinations']:.1%} "
           f"(labeler claim precision {audit['labeler_claim_precision']:.3f})")
-    print("iter | selected | pairs | DPO acc. | CHAIRi | CHAIRs | recall | F1 | words | halluc./ans | correct/ans")
+    print("iter | selected | guarded out | pairs | DPO acc. | CHAIRi | CHAIRs | recall | F1 | words | halluc./ans | "
+          "correct/ans")
     for r in result["iterations"]:
         accuracy = "" if r["dpo_reward_accuracy"] is None else f"{r['dpo_reward_accuracy']:.2f}"
-        print(f"{r['iteration']:>4} | {r['selected']:>8} | {r['pairs']:>5} | {accuracy:>8} | "
+        guarded = f"{r['excluded_by_recall_guard']}/{r['checkpoints']}" if "checkpoints" in r else ""
+        print(f"{r['iteration']:>4} | {r['selected']:>8} | {guarded:>11} | {r['pairs']:>5} | {accuracy:>8} | "
               f"{r['shapes.chair_i']:.3f} | {r['shapes.chair_s']:.3f} | {r['shapes.recall']:.3f} | "
               f"{r['shapes.f1']:.3f} | {r['shapes.words_per_answer']:.1f} | "
               f"{r['shapes.hallucinated_per_answer']:.3f} | {r['shapes.correct_per_answer']:.3f}")
@@ -138,6 +154,11 @@ def print_family(family: str, seeds: list[dict]) -> None:
     f1_rises = sum(all(b["shapes.f1"] > a["shapes.f1"] for a, b in zip(r["iterations"], r["iterations"][1:]))
                    for r in seeds)
     print(f"runs whose every iteration's selected policy is better in F1 than the previous: {f1_rises}/{len(seeds)}")
+    late = [r for run in seeds for r in run["iterations"][3:] if "checkpoints" in r]  # iterations 3 and 4
+    if late:
+        print(f"iterations 3-4: kept the previous policy in {sum(r['selected'] == 'start' for r in late)}/{len(late)}; "
+              f"checkpoints excluded by the recall guard {sum(r['excluded_by_recall_guard'] for r in late)}/"
+              f"{sum(r['checkpoints'] for r in late)}")
 
 
 def family_of(name: str) -> str:
@@ -183,6 +204,8 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", default=None, help="variant names to run")
     parser.add_argument("--out", default="runs/bench/variants")
     parser.add_argument("--jobs", type=int, default=1, help="variants run at a time (each with cpus/jobs threads)")
+    parser.add_argument("--collect", action="store_true",
+                        help="run nothing: tabulate the finished runs under --out again")
     args = parser.parse_args()
     out = Path(args.out).resolve()
     names = [n for name in (args.only or list(VARIANTS)) for n in GROUPS.get(name, [name])]
@@ -191,11 +214,34 @@ def main() -> None:
         parser.error(f"unknown variant(s) {unknown}; known: {sorted(VARIANTS)} and groups {sorted(GROUPS)}")
     threads = max(1, (os.cpu_count() or 1) // args.jobs) if args.jobs > 1 else None
     started = time.time()
-    with ThreadPoolExecutor(max_workers=args.jobs) as pool:  # each variant is a subprocess: threads only wait
+    missing = [n for n in names if args.collect and not (out / n / "summary.json").exists()]
+    if missing:
+        parser.error(f"--collect: no finished run of {missing} under {out}")
+    if args.collect:
+        results = [collect_variant(name, VARIANTS[name], out / name, recorded_seconds(out, name)) for name in names]
+    else:
+        results = run_all(names, out, args.jobs, threads)
+    report(results, out, {"jobs": args.jobs, "wall_s": round(time.time() - started, 1), "collected": args.collect})
+
+
+def recorded_seconds(out: Path, name: str) -> float | None:
+    """A finished variant's wall time: its bench.json, else the earlier variants.json's entry."""
+    mine, earlier = out / name / "bench.json", out / "variants.json"
+    if mine.exists():
+        return json.loads(mine.read_text())["seconds"]
+    entries = json.loads(earlier.read_text())["results"] if earlier.exists() else []
+    return next((r["seconds"] for r in entries if r["name"] == name), None)
+
+
+def run_all(names: list[str], out: Path, jobs: int, threads: int | None) -> list[dict]:
+    with ThreadPoolExecutor(max_workers=jobs) as pool:  # each variant is a subprocess: threads only wait
         futures = [pool.submit(run_variant, name, VARIANTS[name], out, threads) for name in names]
         wait(futures, return_when=FIRST_EXCEPTION)  # a failed variant (SystemExit naming its log) stops the bench:
         pool.shutdown(wait=False, cancel_futures=True)  # no other starts, the running ones finish
-        results = [future.result() for future in futures]
+        return [future.result() for future in futures]
+
+
+def report(results: list[dict], out: Path, how: dict) -> None:
     for result in results:
         print_run(result)
     print("\n## final (selected policy after the last iteration) vs the bootstrapped policy")
@@ -211,8 +257,7 @@ def main() -> None:
         seeds = [r for r in results if family_of(r["name"]) == family]
         if len(seeds) > 1:
             print_family(family, seeds)
-    machine = {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(),
-               "jobs": args.jobs, "wall_s": round(time.time() - started, 1)}
+    machine = {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(), **how}
     (out / "variants.json").write_text(json.dumps({"machine": machine, "results": results}, indent=2))
     frontier_plot(results, out / "frontier.png")
     print(f"\nwritten: {out / 'variants.json'}, {out / 'frontier.png'}")
