@@ -56,12 +56,14 @@ VARIANTS: dict[str, list[str]] = {
     "oracle": ["models.labeler.backend=oracle"],
     "oracle-resample": ["models.labeler.backend=oracle", *FAMILIES["resample"]],
     "best-of-n-sft": ["pairs.builder=best_of_n", "dpo.loss_type=[sft]", "pairs.length_balance=false"],
+    "recall-guard-3": ["selection.max_recall_drop=0.03"],  # selection held to the recall target
 }
 GROUPS = {
     "headline": [*(f"default-s{seed}" for seed in SEEDS), "best-of-n-sft", "oracle"],
     # the builders and the loss side by side, 5 seeds each, with both controls
     "builders": [*(f"{family}-s{seed}" for family in ("minimal-edit", "resample", "sigmoid-only") for seed in SEEDS),
-                 "best-of-n-sft", "oracle", "oracle-resample"],
+                 "best-of-n-sft", "oracle", "oracle-resample",
+                 *(f"resample-failed-s{seed}" for seed in SEEDS), "recall-guard-3"],
 }
 METRICS = ("chair_i", "chair_s", "recall", "f1", "words_per_answer", "mentions_per_answer",
            "hallucinated_per_answer", "correct_per_answer")
