@@ -4,14 +4,16 @@
     python bench/shapes_variants.py                       # every variant (≈ 4 min each on 2 cores)
     python bench/shapes_variants.py --only default-s0 oracle --out runs/bench/variants
     python bench/shapes_variants.py --only headline --jobs 2   # two runs at a time, one thread each
-    python bench/shapes_variants.py --only builders --jobs 2   # minimal edits vs resample vs sigmoid-only, 5 seeds
+    python bench/shapes_variants.py --only builders --jobs 2   # the pair builders and the loss, 5 seeds each + controls
+    python bench/shapes_variants.py --only builders --collect   # tabulate those finished runs again, running nothing
 
 Each variant is a full `flows/iterate.py` run (4 iterations, the default shapes config plus the
 variant's overrides) in its own store folder. Every number printed is measured on the report split
 (`shapes_report`: scenes that neither the prompts nor checkpoint selection ever see); selection's own
 scores stay in each run's summary.json. Prints the per-iteration table of each run, the final
-hallucination vs recall of every variant (the frontier), mean ± sd over the seeds of the default,
-and writes variants.json and frontier.png.
+hallucination vs recall of every variant (the frontier), mean ± sd over each seeded family's seeds
+(the selection split's beside it; how often iterations 3–4 kept the previous policy and how many
+checkpoints the recall guard excluded), and writes variants.json and frontier.png.
 
 `--jobs N` runs N variants at a time with `RLAIFV_TORCH_THREADS` = cpus / N each: the numbers are
 the same (a run's results do not depend on its thread count: bench/results/shapes_variants_threads1.json),
@@ -40,11 +42,11 @@ FAMILIES: dict[str, list[str]] = {
     # on-policy corrections (k continuations of each flawed answer's prefix), every correction kept
     "resample": ["pairs.builder=resample", "pairs.resample_k=8", "pairs.per_prompt=4", "pairs.length_balance=false"],
     # and each correction paired ≻ the policy's most likely failed continuation of the same prefix too
-    "resample-failed": ["pairs.builder=resample", "pairs.resample_k=8", "pairs.per_prompt=4",
-                        "pairs.length_balance=false", "pairs.resample_failed_continuations=true"],
     "minimal-edit": ["pairs.builder=minimal_edit_anchor"],
     "sigmoid-only": ["dpo.loss_type=[sigmoid]"],  # the paper's loss alone: no SFT term on the chosen side
 }
+# and each correction paired ≻ the policy's most likely failed continuation of the same prefix too
+FAMILIES["resample-failed"] = [*FAMILIES["resample"], "pairs.resample_failed_continuations=true"]
 VARIANTS: dict[str, list[str]] = {
     **{f"{family}-s{seed}": [*overrides, f"iteration.seed={seed}"]
        for family, overrides in FAMILIES.items() for seed in SEEDS},
