@@ -198,7 +198,9 @@ def _best_of_n_pair(group: pd.DataFrame, config, rng: random.Random, counts: Cou
 
 def _resample_pairs(group: pd.DataFrame, config, rng: random.Random, counts: Counter):
     """On-policy corrections (feedback/resample.py): prefix + the best continuation ≻ the original
-    answer, per answer a correction was found for (at most per_prompt, drawn with the seed)."""
+    answer, per answer a correction was found for (at most per_prompt, drawn with the seed); with
+    resample_failed_continuations each of those also ≻ its prefix's failed continuation (so up to
+    2 × per_prompt pairs)."""
     fixed = list(group.index[group["correction"].notna()]) if "correction" in group else []
     if not fixed:
         counts["resample_prompts_without_correction"] += 1
@@ -209,17 +211,16 @@ def _resample_pairs(group: pd.DataFrame, config, rng: random.Random, counts: Cou
     made = []
     for i in fixed:
         row = group.loc[i]
-        chosen = {**_resampled_side(row, "correction"), "prefix": row["prefix"]}
+        chosen = {**_resampled_side(row, "correction", row["correction"]), "prefix": row["prefix"]}
         made.append(("resample", chosen, pair_side(row)))
         if config.resample_failed_continuations and isinstance(row.get("failed_continuation"), str):
-            made.append(("resample_continuation", chosen, _resampled_side(row, "failed")))
+            made.append(("resample_continuation", chosen, _resampled_side(row, "failed", row["failed_continuation"])))
     return made
 
 
-def _resampled_side(row: pd.Series, side: str) -> dict:
-    """A continuation judged in the resample stage (`correction` or `failed`) as one side of a pair."""
+def _resampled_side(row: pd.Series, side: str, text: str) -> dict:
+    """A continuation judged in the resample stage (columns `correction_*` or `failed_*`) as one side of a pair."""
     verdicts = [{"accepted": bool(a), "p_yes": float(p)} for a, p in zip(row[f"{side}_accepted"], row[f"{side}_p_yes"])]
-    text = row["correction" if side == "correction" else "failed_continuation"]
     return {"text": text, "claims": list(row[f"{side}_claims"]), "questions": list(row[f"{side}_questions"]),
             "verdicts": verdicts, "score": -sum(1 for v in verdicts if not v["accepted"])}
 

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import pandas as pd
 
@@ -50,6 +50,15 @@ CORRECTION_COLUMNS = ["prompt_id", "sample_idx", "prefix", "rejected_claim", "co
                       "tried"]
 
 _WORD = re.compile(r"[\w']+")
+
+
+class _Job(NamedTuple):
+    """An answer to continue: where it came from, its text, the prefix kept and the claim cut off."""
+    prompt_id: str
+    sample_idx: int
+    answer: str
+    prefix: str
+    claim: str
 
 
 def _content(words) -> list[str]:
@@ -101,7 +110,7 @@ def resample_corrections(scored: pd.DataFrame, prompts: pd.DataFrame, policy, sp
     `progress(label)` (optional) gives the progress callback of one phase ("continuing", "judging")."""
     counts = Counter(answers_with_rejected_claim=0, not_located=0, continuations=0, corrected=0, not_corrected=0)
     records = prompts.set_index("prompt_id", drop=False).to_dict("index")
-    jobs = []  # (prompt_id, sample_idx, prefix, claim)
+    jobs: list[_Job] = []
     for row in scored.itertuples():
         if getattr(row, "split_failed", False) is True or not isinstance(row.answer, str):
             continue
@@ -113,63 +122,67 @@ def resample_corrections(scored: pd.DataFrame, prompts: pd.DataFrame, policy, sp
         if prefix is None:
             counts["not_located"] += 1
             continue
-        jobs.append((row.prompt_id, int(row.sample_idx), prefix, claim))
+        jobs.append(_Job(row.prompt_id, int(row.sample_idx), row.answer, prefix, claim))
     if not jobs:
         return pd.DataFrame(columns=CORRECTION_COLUMNS), dict(counts)
     settings = GenerationSettings(n=k, temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k,
                                   max_new_tokens=sampling.max_new_tokens, seed=seed)
-    visual = [VisualPrompt(decode_image(records[p]).image, records[p]["question"], prefix) for p, _, prefix, _ in jobs]
-    seeds = [mix_seed(seed, "resample", p, i, bits=31) for p, i, _, _ in jobs]
+    visual = [VisualPrompt(decode_image(records[job.prompt_id]).image, records[job.prompt_id]["question"], job.prefix)
+              for job in jobs]
+    seeds = [mix_seed(seed, "resample", job.prompt_id, job.sample_idx, bits=31) for job in jobs]
     samples = _continue(policy, visual, settings, seeds, counts, chunk, progress and progress("continuing"))
-    texts = [[join_continuation(prefix, c) for c in cont] for (_, _, prefix, _), cont in zip(jobs, samples)]
+    texts = [[join_continuation(job.prefix, c) for c in cont] for job, cont in zip(jobs, samples)]
     flat = [(j, m, text) for j, row in enumerate(texts) for m, text in enumerate(row)]
     counts["continuations"] = len(flat)
     split = split_claims([(visual[j].question, t) for j, _, t in flat], splitter, claims_config, seed=seed)
     rewritten = rewrite_questions([r.claims for r in split], rewriter, claims_config, seed=seed)
-    claim_frame = pd.DataFrame({"prompt_id": [jobs[j][0] for j, _, _ in flat], "sample_idx": range(len(flat)),
+    claim_frame = pd.DataFrame({"prompt_id": [jobs[j].prompt_id for j, _, _ in flat], "sample_idx": range(len(flat)),
                                 "questions": [q.questions for q in rewritten]})
     # judged in prompt order; sorted back so that row f holds continuation f's verdicts
     verdicts = judge_candidates(labeler, prompts, claim_frame, judge_config,
                                 progress=progress and progress("judging")).set_index("sample_idx").sort_index()
     logprobs = _logprobs(policy, [VisualPrompt(visual[j].image, visual[j].question) for j, _, _ in flat],
                          [t for _, _, t in flat])
-    accepted, skipped = verdicts["accepted"].tolist(), verdicts["skipped"].tolist()
+    accepted, p_yes, skipped = (verdicts[c].tolist() for c in ("accepted", "p_yes", "skipped"))
     # per prefix: its clean continuations as (fewer claims, lower likelihood, order, index), the min the best;
     # its failed ones (a claim still rejected; not the answer itself) as (lower likelihood, order, index)
     clean: list[list[tuple]] = [[] for _ in jobs]
     failed: list[list[tuple]] = [[] for _ in jobs]
-    answers = {(p, i): a for p, i, a in zip(scored["prompt_id"], scored["sample_idx"], scored["answer"])}
     for f, (j, m, text) in enumerate(flat):
         if split[f].failure or not split[f].claims or skipped[f] is not None:
             continue
         if all(accepted[f]):
             clean[j].append((-len(split[f].claims), -logprobs[f], m, f))
-        elif text.strip() != str(answers[jobs[j][:2]]).strip():
+        elif _words(text) != _words(jobs[j].answer):  # the answer itself, however its spaces were joined
             failed[j].append((-logprobs[f], m, f))
     rows = []
-    for j, (prompt_id, sample_idx, prefix, claim) in enumerate(jobs):
-        row = {"prompt_id": prompt_id, "sample_idx": sample_idx, "prefix": prefix, "rejected_claim": claim,
+    for j, job in enumerate(jobs):
+        row = {"prompt_id": job.prompt_id, "sample_idx": job.sample_idx, "prefix": job.prefix, "rejected_claim": job.claim,
                "tried": len(texts[j]), "correction": None, "correction_logprob": None, "failed_continuation": None,
                **{f"{side}_{part}": [] for side in ("correction", "failed")
                   for part in ("claims", "questions", "accepted", "p_yes")}}
         if clean[j]:
             f = min(clean[j])[3]
             row.update(correction=flat[f][2], correction_logprob=logprobs[f],
-                       **_judged("correction", split[f].claims, rewritten[f].questions, verdicts.loc[f]))
+                       **_judged("correction", split[f].claims, rewritten[f].questions, accepted[f], p_yes[f]))
             counts["corrected"] += 1
         else:
             counts["not_corrected"] += 1
         if failed[j]:  # the policy's most likely error after the prefix (a second rejected side, on request)
             f = min(failed[j])[2]
             row.update(failed_continuation=flat[f][2],
-                       **_judged("failed", split[f].claims, rewritten[f].questions, verdicts.loc[f]))
+                       **_judged("failed", split[f].claims, rewritten[f].questions, accepted[f], p_yes[f]))
         rows.append(row)
     return pd.DataFrame(rows, columns=CORRECTION_COLUMNS), dict(counts)
 
 
-def _judged(side: str, claims, questions, verdict) -> dict:
+def _judged(side: str, claims, questions, accepted, p_yes) -> dict:
     return {f"{side}_claims": list(claims), f"{side}_questions": list(questions),
-            f"{side}_accepted": list(verdict["accepted"]), f"{side}_p_yes": list(verdict["p_yes"])}
+            f"{side}_accepted": list(accepted), f"{side}_p_yes": list(p_yes)}
+
+
+def _words(text) -> list[str]:
+    return str(text).split()
 
 
 def _continue(policy, visual: list[VisualPrompt], settings: GenerationSettings, seeds: list[int], counts: Counter,
